@@ -1,0 +1,3 @@
+"""pytest-knative-drain: prove Knative Serving drops no request while pods terminate."""
+
+__version__ = "0.1.0"

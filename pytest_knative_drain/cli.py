@@ -1,0 +1,169 @@
+"""``knative-drain``: the engines without pytest (plan, load, provision)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import catalog
+
+
+def _release(parser: argparse.ArgumentParser, version: str) -> catalog.Release:
+    try:
+        return catalog.resolve(version)
+    except catalog.CatalogError as exc:
+        parser.error(f"--knative-version={version}: {exc}")
+        raise  # unreachable: parser.error exits
+
+
+def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import kind_plan
+
+    release = _release(parser, args.knative_version)
+    steps = kind_plan.kind_steps(
+        release,
+        cluster_name=args.cluster_name,
+        host_port=args.host_port,
+        workers=args.workers,
+        manifests_dir=args.knative_manifests_dir,
+    )
+    print(kind_plan.format_plan(release, steps))
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import load, verdict
+
+    if not args.url.startswith("http://"):
+        parser.error(f"URL {args.url!r}: only http:// URLs are accepted")
+    for name in ("requests", "concurrency"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name}={value}: must be a whole number >= 1")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error(f"--timeout={args.timeout}: must be > 0 seconds")
+    headers = {"Host": args.host} if args.host else None
+    result = load.run_batch(
+        args.url,
+        args.requests,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        expect_body=args.expect_body,
+        headers=headers,
+    )
+    summary = verdict.summarize(result.records, planned=result.planned)
+    _print_summary(summary, result.records)
+    if args.json:
+        doc = {
+            "url": args.url,
+            "summary": summary.to_dict(),
+            "failures": verdict.failure_table(result.records),
+            "records": [r.to_dict() for r in result.records],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+        print(f"wrote {args.json}")
+    return 0 if not verdict.check_slo(summary, args.min_strict_sli) else 1
+
+
+def _print_summary(summary: object, records: list) -> None:
+    from . import verdict
+
+    assert isinstance(summary, verdict.Summary)
+    skew = f"{summary.start_skew_s * 1000:.1f} ms" if summary.start_skew_s is not None else "-"
+    print(
+        f"requests   {summary.total}/{summary.planned}   ok {summary.ok}   "
+        f"failures {summary.failures}   start skew {skew}"
+    )
+    print(
+        f"strict SLI {summary.strict_sli:.4f}   upstream-equivalent SLI {summary.upstream_sli:.4f}"
+    )
+    if summary.classes:
+        print("classes    " + "  ".join(f"{c}={n}" for c, n in summary.classes.items()))
+    for row in verdict.failure_table(records):
+        print(
+            f"  {row['count']:>5} x {row['class']:<14} {row['signature'] or '-':<12} "
+            f"{row['detail']!r}\n          -> {row['hint']}"
+        )
+    for problem in verdict.check_slo(summary):
+        print(f"FAIL: {problem}")
+
+
+def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.platform != "local":
+        parser.error(f"--platform={args.platform}: provision supports: local")
+    from .platforms.local import LocalPlatform
+    from .scenarios import APPS
+
+    release = _release(parser, args.knative_version)
+    unknown = [a for a in args.apps or [] if a not in APPS]
+    if unknown:
+        parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
+    started = time.monotonic()
+    platform = LocalPlatform.provision(
+        release, apps=args.apps or list(APPS), run_id="provision", keep=True, progress=print
+    )
+    print(json.dumps(platform.describe(), indent=2))
+    print(f"provisioned in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="knative-drain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="print what the kind platform will do for a version")
+    plan.add_argument("--knative-version", default="1.14")
+    plan.add_argument("--cluster-name", default="knative-drain")
+    plan.add_argument("--host-port", type=int, default=31080)
+    plan.add_argument("--workers", type=int, default=0)
+    plan.add_argument("--knative-manifests-dir", type=Path, default=None)
+    plan.set_defaults(func=cmd_plan)
+
+    load = sub.add_parser("load", help="send one batch of concurrent requests and judge it")
+    load.add_argument("url")
+    load.add_argument("--requests", type=int, required=True)
+    load.add_argument(
+        "--concurrency", type=int, default=None, help="requests in flight at once (default: all)"
+    )
+    load.add_argument(
+        "--timeout", type=float, default=None, help="per-request timeout in seconds (default: none)"
+    )
+    load.add_argument("--host", default=None, help="Host header (Knative ingress routing)")
+    load.add_argument(
+        "--expect-body",
+        default=None,
+        help="substring every 200 body must contain (else: truncated)",
+    )
+    load.add_argument("--min-strict-sli", type=float, default=1.0)
+    load.add_argument("--json", default=None, help="write summary and records to this path")
+    load.set_defaults(func=cmd_load)
+
+    prov = sub.add_parser("provision", help="build/start what a platform needs (idempotent)")
+    prov.add_argument("--platform", default="local")
+    prov.add_argument("--knative-version", default="1.14")
+    prov.add_argument(
+        "--app",
+        dest="apps",
+        action="append",
+        default=None,
+        help="fixture app to build (repeatable; default: all)",
+    )
+    prov.set_defaults(func=cmd_provision)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, parser)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

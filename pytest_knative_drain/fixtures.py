@@ -1,0 +1,123 @@
+"""Fixtures: the platform for the run, the app under test, and the scenario driver."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from . import plugin
+from .options import DrainOptions
+from .runner import ScenarioResult, expectation_problem, run_scenario
+from .scenarios import APPS, SCENARIOS, FixtureApp
+
+
+@pytest.fixture(scope="session")
+def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
+    """The resolved ``--knative-version``/``--platform``/... options of this run."""
+    return pytestconfig.stash[plugin.OPTIONS_KEY]
+
+
+@pytest.fixture(scope="session")
+def drain_platform(drain_options: DrainOptions, pytestconfig: pytest.Config) -> Iterator[object]:
+    """Bring up the platform once per session; tear it down unless kept."""
+    if drain_options.platform != "local":
+        pytest.fail(
+            f"--platform={drain_options.platform} is not available in this version of "
+            "pytest-knative-drain yet (the kind and existing-cluster platforms are being "
+            "built); use --platform=local",
+            pytrace=False,
+        )
+    from .platforms.local import LocalPlatform
+
+    report = pytestconfig.stash[plugin.REPORT_KEY]
+    names = [] if drain_options.app_image else list(APPS)
+    started = time.monotonic()
+    platform = LocalPlatform.provision(
+        drain_options.release,
+        apps=names,
+        run_id=f"run-{uuid.uuid4().hex[:8]}",
+        keep=drain_options.keep,
+        progress=lambda msg: _say(pytestconfig, msg),
+    )
+    _say(pytestconfig, f"local platform ready in {time.monotonic() - started:.1f} s")
+    report.environment.update(platform.describe())
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
+def _say(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[knative-drain] {message}")
+
+
+@dataclass(frozen=True)
+class AppUnderTest:
+    name: str
+    image: str | None  # None: the fixture app's image from the platform
+    spec: FixtureApp | None  # None for the user's own image: it must pass
+
+
+@pytest.fixture
+def drain_app(request: pytest.FixtureRequest, drain_options: DrainOptions) -> AppUnderTest:
+    """One app under test (parametrized by the plugin over the fixture apps)."""
+    name = request.param
+    if name == "custom":
+        return AppUnderTest("custom", drain_options.app_image, None)
+    return AppUnderTest(name, None, APPS[name])
+
+
+class Drain:
+    """Runs a scenario for the current app on the session's platform and records it."""
+
+    def __init__(
+        self, platform: object, app: AppUnderTest, options: DrainOptions, config: pytest.Config
+    ) -> None:
+        self.platform = platform
+        self.app = app
+        self.options = options
+        self.config = config
+
+    def run(self, scenario: str) -> ScenarioResult:
+        spec = SCENARIOS[scenario]
+        if self.options.platform not in spec.platforms:
+            pytest.skip(f"{scenario} cannot run on --platform={self.options.platform}")
+        plan = spec.plan(self.options.profile)
+        expected = self.app.spec.expected(scenario) if self.app.spec else frozenset()
+        with self.platform.pod(self.app.name, self.app.image, plan.timeout_seconds) as pod:
+            result = run_scenario(
+                pod,
+                scenario=scenario,
+                app=self.app.name,
+                profile=self.options.profile,
+                plan=plan,
+                expected=expected,
+            )
+            if not result.expectation_met:
+                pod.collect_logs()
+                result.logs = dict(pod.logs)
+        self.config.stash[plugin.REPORT_KEY].add(result)
+        return result
+
+    def check(self, result: ScenarioResult) -> None:
+        """Fail the test unless the outcome matches the app's expectation."""
+        problem = expectation_problem(result)
+        if problem:
+            pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture
+def drain(
+    drain_platform: object,
+    drain_app: AppUnderTest,
+    drain_options: DrainOptions,
+    pytestconfig: pytest.Config,
+) -> Drain:
+    """Scenario driver: ``result = drain.run("pod-delete-long"); drain.check(result)``."""
+    return Drain(drain_platform, drain_app, drain_options, pytestconfig)

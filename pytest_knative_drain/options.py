@@ -1,0 +1,129 @@
+"""Command-line options and ini keys, resolved and validated in one place.
+
+Every option can be given on the command line or as an ini key of the same
+name (``knative_version = 1.14``); the command line wins. pytest-kind already
+registers ``--kubeconfig``, ``--cluster-name`` and ``--keep-cluster``: we reuse
+them and only add ini keys for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import catalog
+
+PLATFORMS = ("kind", "existing", "local")
+PROFILES = ("quick", "seed")
+DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
+
+# (dest, flag, ini help, default); ``None`` flag means pytest-kind owns the flag.
+_OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
+    (
+        "knative_version",
+        "--knative-version",
+        "Knative Serving version: '1.14' (newest known patch) or exact '1.14.1'.",
+        DEFAULT_KNATIVE_VERSION,
+    ),
+    (
+        "platform",
+        "--platform",
+        f"Where pods run: {', '.join(PLATFORMS)} (local = Docker pod emulation, no cluster).",
+        "kind",
+    ),
+    ("context", "--context", "kubeconfig context for --platform=existing.", None),
+    (
+        "profile",
+        "--profile",
+        "quick (compressed, still outlives the 30 s drain quiet period) or "
+        "seed (200 requests x 300 s, as in knative/serving#15211).",
+        "quick",
+    ),
+    (
+        "app_image",
+        "--app-image",
+        "Your own app image to judge (serves the fixture contract).",
+        None,
+    ),
+    ("drain_report", "--drain-report", "Write the JSON drain report (and .md) to this path.", None),
+    ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
+    ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
+)
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """The resolved, validated options of one run."""
+
+    release: catalog.Release
+    platform: str
+    profile: str
+    kubeconfig: Path | None
+    context: str | None
+    keep: bool
+    app_image: str | None
+    drain_report: Path | None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the "knative-drain" option group and matching ini keys."""
+    group = parser.getgroup("knative-drain", "Knative drain conformance")
+    for dest, flag, help_text, default in _OPTIONS:
+        if flag is not None:
+            choices = {"platform": PLATFORMS, "profile": PROFILES}.get(dest)
+            shown = f" (one of: {', '.join(choices)})" if choices else ""
+            group.addoption(
+                flag, dest=dest, default=None, help=f"{help_text}{shown} Default: {default}."
+            )
+        ini_type = "bool" if isinstance(default, bool) else "string"
+        parser.addini(dest, help_text, type=ini_type, default=default)
+
+
+def _raw(config: pytest.Config, dest: str) -> Any:
+    value = config.getoption(dest, default=None)
+    if value in (None, False, ""):
+        value = config.getini(dest)
+    return value if value not in ("", None) else None
+
+
+def resolve_options(config: pytest.Config) -> DrainOptions:
+    """CLI value, else ini value, else default; bad values raise ``pytest.UsageError``."""
+    version = str(_raw(config, "knative_version") or DEFAULT_KNATIVE_VERSION)
+    try:
+        release = catalog.resolve(version)
+    except catalog.CatalogError as exc:
+        raise pytest.UsageError(f"--knative-version={version}: {exc}") from None
+    platform = _choice(config, "platform", "--platform", PLATFORMS, "kind")
+    profile = _choice(config, "profile", "--profile", PROFILES, "quick")
+    kubeconfig = _raw(config, "kubeconfig")
+    context = _raw(config, "context")
+    if context and platform != "existing":
+        raise pytest.UsageError(
+            f"--context={context} only applies to --platform=existing (got --platform={platform})"
+        )
+    report = _raw(config, "drain_report")
+    return DrainOptions(
+        release=release,
+        platform=platform,
+        profile=profile,
+        kubeconfig=Path(kubeconfig).expanduser() if kubeconfig else None,
+        context=context,
+        keep=bool(_raw(config, "keep_cluster")),
+        app_image=_raw(config, "app_image"),
+        drain_report=Path(report) if report else None,
+    )
+
+
+def _choice(
+    config: pytest.Config, dest: str, flag: str, accepted: tuple[str, ...], default: str
+) -> str:
+    value = str(_raw(config, dest) or default)
+    if value not in accepted:
+        raise pytest.UsageError(
+            f"{flag}={value} is not accepted; use one of: {', '.join(accepted)} "
+            f"(or ini key '{dest}')"
+        )
+    return value

@@ -1,0 +1,175 @@
+"""Run one termination scenario against one pod and judge it.
+
+Platform-neutral: it needs a target with ``url``, ``delete()``, ``wait_gone()``
+and ``events``. The verdict is strict SLI plus deletion behaviour; the
+expectation (must pass, or must be caught) is checked separately so that a
+negative control that slips through fails loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import load, verdict
+from .records import RequestRecord
+from .scenarios import ScenarioPlan
+
+
+class Terminable(Protocol):
+    url: str
+    events: list[Any]
+
+    def delete(self, grace_s: float | None = None) -> Any: ...
+
+    def wait_gone(self, timeout_s: float | None = None) -> Any: ...
+
+
+@dataclass
+class ScenarioResult:
+    """Everything one scenario run produced, ready for the report."""
+
+    scenario: str
+    app: str
+    profile: str
+    plan: ScenarioPlan
+    records: list[RequestRecord]
+    summary: verdict.Summary
+    events: list[Any]
+    t0_mono: float | None
+    gone_after_s: float | None
+    killed: list[str]
+    problems: list[str] = field(default_factory=list)
+    catches: set[str] = field(default_factory=set)
+    expected: frozenset[str] = frozenset()  # empty: must pass; else catch kinds, one must show
+    duration_s: float = 0.0
+    logs: dict[str, str] = field(default_factory=dict)  # container logs, kept on failure
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def expected_label(self) -> str:
+        return "caught" if self.expected else "pass"
+
+    @property
+    def expectation_met(self) -> bool:
+        return expectation_problem(self) is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "app": self.app,
+            "profile": self.profile,
+            "timeout_seconds": self.plan.timeout_seconds,
+            "trigger_at_s": self.plan.trigger_at_s,
+            "batches": [b.__dict__ for b in self.plan.batches],
+            "summary": self.summary.to_dict(),
+            "verdict": "pass" if self.passed else "fail",
+            "expected": self.expected_label,
+            "expected_catches": sorted(self.expected),
+            "expectation_met": self.expectation_met,
+            "problems": self.problems,
+            "catches": sorted(self.catches),
+            "gone_after_s": self.gone_after_s,
+            "killed": self.killed,
+            "duration_s": round(self.duration_s, 3),
+            "failures": verdict.failure_table(self.records),
+            "events": [_event_dict(e, self.t0_mono) for e in self.events],
+            "logs": self.logs,
+        }
+
+
+def _event_dict(event: Any, t0: float | None) -> dict[str, Any]:
+    data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+    if t0 is not None:
+        data["t_from_delete_s"] = round(data["mono"] - t0, 3)
+    return data
+
+
+def run_scenario(
+    target: Terminable,
+    *,
+    scenario: str,
+    app: str,
+    profile: str,
+    plan: ScenarioPlan,
+    expected: frozenset[str] = frozenset(),
+) -> ScenarioResult:
+    """Load the pod, delete it at the planned offset, wait until it is gone, judge."""
+    started = time.monotonic()
+    batches = [
+        load.Batch(b.name, b.requests, at_s=b.at_s, path=f"/?sleep={int(b.sleep_s * 1000)}")
+        for b in plan.batches
+    ]
+    events = [load.Event("delete pod", plan.trigger_at_s, target.delete)]
+    bound = plan.last_request_end_s + plan.timeout_seconds + 60  # never run unbounded
+    result = load.run_schedule_sync(
+        target.url, batches, events, expect_body="slept", deadline_s=bound
+    )
+    termination = target.wait_gone(plan.timeout_seconds + 60)
+    summary = verdict.summarize(result.records, planned=plan.planned)
+    out = ScenarioResult(
+        scenario=scenario,
+        app=app,
+        profile=profile,
+        plan=plan,
+        records=result.records,
+        summary=summary,
+        events=list(target.events),
+        t0_mono=termination.t0_mono,
+        gone_after_s=termination.gone_after_s,
+        killed=list(termination.killed),
+        expected=expected,
+    )
+    judge_result(out)
+    out.duration_s = time.monotonic() - started
+    return out
+
+
+def judge_result(result: ScenarioResult) -> None:
+    """Fill ``problems`` and ``catches``: what went wrong and which component showed it."""
+    problems = verdict.check_slo(result.summary, result.plan.min_strict_sli)
+    catches = set(result.summary.signatures)
+    if result.killed:
+        catches.add("sigkill")
+        problems.append(
+            f"deletion took the full grace period ({result.plan.timeout_seconds} s): SIGKILL "
+            f"of {', '.join(result.killed)}; the app never exited on SIGTERM "
+            "(shell-form CMD keeps /bin/sh as PID 1?)"
+        )
+    limit = result.plan.max_gone_s
+    if limit is not None and (result.gone_after_s is None or result.gone_after_s > limit):
+        catches.add("slow-deletion")
+        problems.append(f"pod gone {result.gone_after_s} s after delete; must be <= {limit:g} s")
+    result.problems = problems
+    result.catches = catches
+
+
+def expectation_problem(result: ScenarioResult) -> str | None:
+    """None when the outcome is what the app's expectation says, else why not."""
+    expected = result.expected
+    if not expected:
+        if result.passed:
+            return None
+        return f"{result.app} must drain cleanly in {result.scenario}: " + "; ".join(
+            result.problems
+        )
+    if not result.catches & expected:
+        return (
+            f"negative control {result.app} was NOT caught in {result.scenario} "
+            f"(expected one of {sorted(expected)}, saw {sorted(result.catches) or 'none'}): "
+            "the gate cannot fail here"
+        )
+    return None
+
+
+def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = 1.5) -> str | None:
+    """The pod event right before a failed request ended (e.g. 'SIGTERM user-container')."""
+    if record.finished_mono is None:
+        return None
+    before = [e for e in events if 0 <= record.finished_mono - e.mono <= window_s]
+    return before[-1].name if before else None

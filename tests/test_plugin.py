@@ -1,0 +1,103 @@
+"""Plugin behaviour through pytester: options, ini keys, usage errors, parametrization."""
+
+import json
+
+import pytest
+
+from pytest_knative_drain import catalog
+
+
+def test_help_lists_one_option_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    out = result.stdout.str()
+    assert "knative-drain" in out
+    for flag in (
+        "--knative-version",
+        "--platform",
+        "--context",
+        "--profile",
+        "--app-image",
+        "--drain-report",
+        "--kubeconfig",
+        "--keep-cluster",
+    ):
+        assert flag in out, flag
+    for ini in ("knative_version", "platform", "profile", "drain_report"):
+        assert ini in out, ini
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--platform=minikube"], ["--platform=minikube", "kind, existing, local"]),
+        (["--profile=long"], ["--profile=long", "quick, seed"]),
+        (["--knative-version=0.9"], ["--knative-version=0.9", "1.10", "1.23"]),
+        (["--knative-version=1.14.99"], ["--knative-version=1.14.99", "1.14.0"]),
+        (["--context=prod", "--platform=local"], ["--context=prod", "--platform=existing"]),
+    ],
+)
+def test_bad_values_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], names: list[str]
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    for name in names:
+        assert name in err, (name, err)
+    assert "Traceback" not in err + result.stdout.str()
+
+
+def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nplatform = docker\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--platform=docker" in result.stderr.str()
+    assert "ini key 'platform'" in result.stderr.str()
+
+
+def test_ini_keys_resolve_and_cli_wins(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nknative_version = 1.13\nprofile = seed\nplatform = local\n")
+    pytester.makepyfile(
+        """
+        import json
+        def test_options(drain_options):
+            print("OPTS=" + json.dumps({"version": drain_options.release.version,
+                                        "profile": drain_options.profile,
+                                        "platform": drain_options.platform}))
+        """
+    )
+    newest_113 = catalog.resolve("1.13").version
+    result = pytester.runpytest("-s")
+    line = next(x for x in result.stdout.lines if x.startswith("OPTS="))
+    assert json.loads(line[5:]) == {"version": newest_113, "profile": "seed", "platform": "local"}
+    result = pytester.runpytest("-s", "--knative-version=1.14.0", "--profile=quick")
+    line = next(x for x in result.stdout.lines if x.startswith("OPTS="))
+    assert json.loads(line[5:]) == {"version": "1.14.0", "profile": "quick", "platform": "local"}
+
+
+def test_drain_app_is_parametrized_over_fixture_apps(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_app(drain_app): print(drain_app.name)")
+    result = pytester.runpytest("--collect-only", "-q", "--platform=local")
+    out = result.stdout.str()
+    for name in (
+        "python-gunicorn-exec",
+        "python-gunicorn-shell",
+        "python-gunicorn-default-timeout",
+        "go-shutdown",
+        "go-exit",
+    ):
+        assert f"test_app[{name}]" in out
+    result = pytester.runpytest("--collect-only", "-q", "--app-image=me/app:1")
+    assert "test_app[custom]" in result.stdout.str()
+    assert "go-exit" not in result.stdout.str()
+
+
+def test_cluster_platforms_fail_with_a_clear_message(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_run(drain): drain.run('pod-delete-long')")
+    result = pytester.runpytest("--platform=kind", "-k", "exec")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert "--platform=kind is not available" in out
+    assert "Traceback" not in out
