@@ -59,6 +59,22 @@ class ScenarioResult:
     def expectation_met(self) -> bool:
         return expectation_problem(self) is None
 
+    def cut_after(self) -> dict[str, int]:
+        """Failed requests per pod event that immediately preceded their end."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            if verdict.judge(record).cls == "ok":
+                continue
+            event = attribute(record, self.events)
+            key = "no pod event just before"
+            if event is not None:
+                offset = (
+                    "" if self.t0_mono is None else f" (delete+{event.mono - self.t0_mono:.1f} s)"
+                )
+                key = f"{event.name}{offset}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario,
@@ -78,6 +94,7 @@ class ScenarioResult:
             "killed": self.killed,
             "duration_s": round(self.duration_s, 3),
             "failures": verdict.failure_table(self.records),
+            "cut_after": self.cut_after(),
             "events": [_event_dict(e, self.t0_mono) for e in self.events],
             "logs": self.logs,
         }
@@ -167,9 +184,9 @@ def expectation_problem(result: ScenarioResult) -> str | None:
     return None
 
 
-def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = 1.5) -> str | None:
+def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = 1.5) -> Any | None:
     """The pod event right before a failed request ended (e.g. 'SIGTERM user-container')."""
     if record.finished_mono is None:
         return None
     before = [e for e in events if 0 <= record.finished_mono - e.mono <= window_s]
-    return before[-1].name if before else None
+    return before[-1] if before else None

@@ -87,7 +87,8 @@ class Judgement:
 def judge(record: RequestRecord) -> Judgement:
     """Classify one request and name the component that cut it."""
     body = (record.body or "").strip()
-    if record.error == "truncated" or (record.status is not None and record.body_ok is False):
+    status_2xx = record.status is not None and 200 <= record.status < 300
+    if record.error == "truncated" or (status_2xx and record.body_ok is False):
         return Judgement("truncated", _signature_from_server(record), HINTS["truncated"])
     if record.error is not None:
         cls = record.error if record.error in CLASSES else "protocol_error"

@@ -17,6 +17,7 @@ def rec(i: int = 0, **kw: object) -> RequestRecord:
     [
         (rec(status=200, body="slept 10 ms", body_ok=True), "ok", None),
         (rec(status=502, body="EOF"), "http_5xx", "queue-proxy"),
+        (rec(status=502, body="EOF", body_ok=False), "http_5xx", "queue-proxy"),
         (rec(status=502, body="unexpected EOF"), "http_5xx", "queue-proxy"),
         (rec(status=502, body="context canceled"), "http_5xx", "queue-proxy"),
         (

@@ -1,0 +1,78 @@
+"""Scenario judging: deletion behaviour and expectations (negative controls must be caught)."""
+
+from pytest_knative_drain import verdict
+from pytest_knative_drain.records import RequestRecord
+from pytest_knative_drain.runner import ScenarioResult, expectation_problem, judge_result
+from pytest_knative_drain.scenarios import APPS, SCENARIOS
+
+
+def result(records, *, killed=(), gone=31.0, scenario="pod-delete-long", app="x", expected=()):
+    plan = SCENARIOS[scenario].plan("quick")
+    r = ScenarioResult(
+        scenario=scenario,
+        app=app,
+        profile="quick",
+        plan=plan,
+        records=records,
+        summary=verdict.summarize(records, planned=len(records)),
+        events=[],
+        t0_mono=0.0,
+        gone_after_s=gone,
+        killed=list(killed),
+        expected=frozenset(expected),
+    )
+    judge_result(r)
+    return r
+
+
+def ok(i):
+    return RequestRecord(id=i, batch="batch-1", url="u", status=200, body="slept", body_ok=True)
+
+
+def eof(i):
+    return RequestRecord(id=i, batch="batch-1", url="u", status=502, body="EOF")
+
+
+def test_clean_run_passes_a_must_pass_app():
+    r = result([ok(i) for i in range(5)])
+    assert r.passed and r.catches == set() and expectation_problem(r) is None
+
+
+def test_sigkill_is_a_problem_even_when_every_request_succeeded():
+    r = result([ok(i) for i in range(5)], killed=["user-container"], gone=120.0)
+    assert not r.passed and "sigkill" in r.catches
+    assert "shell-form" in r.problems[0]
+
+
+def test_good_app_failing_is_reported_with_the_reason():
+    r = result([ok(0), eof(1)])
+    problem = expectation_problem(r)
+    assert problem and "must drain cleanly" in problem and "strict SLI" in problem
+
+
+def test_negative_control_that_passes_fails_the_gate():
+    r = result([ok(i) for i in range(5)], expected={"queue-proxy"})
+    problem = expectation_problem(r)
+    assert problem and "NOT caught" in problem
+
+
+def test_negative_control_caught_by_the_wrong_component_still_fails():
+    r = result([ok(i) for i in range(5)], killed=["user-container"], expected={"queue-proxy"})
+    assert "NOT caught" in (expectation_problem(r) or "")
+
+
+def test_negative_control_caught_as_expected():
+    r = result([ok(0), eof(1)], expected={"queue-proxy"})
+    assert expectation_problem(r) is None and r.expectation_met
+
+
+def test_timeliness_bound():
+    r = result([ok(0)], scenario="deletion-timeliness", gone=95.0)
+    assert "slow-deletion" in r.catches
+
+
+def test_every_scenario_has_a_twin_that_must_be_caught():
+    """A gate that cannot fail is worthless: each scenario has a negative control."""
+    for name in SCENARIOS:
+        assert any(app.expected(name) for app in APPS.values()), name
+    assert any(app.must_pass_everywhere for app in APPS.values())
