@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,13 +24,16 @@ def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import kind_plan
 
     release = _release(parser, args.knative_version)
-    steps = kind_plan.kind_steps(
-        release,
-        cluster_name=args.cluster_name,
-        host_port=args.host_port,
-        workers=args.workers,
-        manifests_dir=args.knative_manifests_dir,
-    )
+    try:
+        steps = kind_plan.kind_steps(
+            release,
+            cluster_name=args.cluster_name,
+            host_port=args.host_port,
+            workers=args.workers,
+            manifests_dir=args.knative_manifests_dir,
+        )
+    except kind_plan.KindPlanError as exc:
+        parser.error(str(exc))
     print(kind_plan.format_plan(release, steps))
     return 0
 
@@ -163,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -70,14 +70,11 @@ class DrainOptions:
 
 def add_options(parser: pytest.Parser) -> None:
     """Register the "knative-drain" option group and matching ini keys."""
-    group = parser.getgroup("knative-drain", "Knative drain conformance")
+    group = parser.getgroup("knative-drain", "knative-drain (Knative drain conformance)")
     for dest, flag, help_text, default in _OPTIONS:
         if flag is not None:
-            choices = {"platform": PLATFORMS, "profile": PROFILES}.get(dest)
-            shown = f" (one of: {', '.join(choices)})" if choices else ""
-            group.addoption(
-                flag, dest=dest, default=None, help=f"{help_text}{shown} Default: {default}."
-            )
+            shown = f" Default: {default}." if default is not None else ""
+            group.addoption(flag, dest=dest, default=None, help=f"{help_text}{shown}")
         ini_type = "bool" if isinstance(default, bool) else "string"
         parser.addini(dest, help_text, type=ini_type, default=default)
 

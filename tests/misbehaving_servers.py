@@ -33,7 +33,23 @@ BEHAVIOURS = {
     "stall_body": "200 declaring Content-Length 100, send 10 body bytes, then hold",
     "hold": "read the request and never answer",
     "garbage": "answer with bytes that are not HTTP, then FIN",
+    "chunked": "103 Early Hints, then 200 chunked 'hello world' in pieces split mid-line, trailer",
+    "chunked_truncate": "200 chunked: one chunk 'hello', then FIN before the last chunk",
+    "unframed": "200 without Content-Length (close-delimited) 'hello', then FIN: a complete reply",
+    "http10": "HTTP/1.0 200 with Content-Length: complete, but the connection cannot be reused",
+    "bad_length": "200 with two different Content-Length values",
+    "early_close": "close (FIN) as soon as the connection is accepted, before any request",
 }
+# the "chunked" reply, written piece by piece with pauses so the parser sees every split
+CHUNKED_PIECES = (
+    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-En",
+    b"coding: chunked\r\nConnection: close\r\n\r\n5\r",
+    b"\nhel",
+    b"lo\r",
+    b"\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t",
+    b"\r\n\r\n",
+)
 SERVER_NAME = "misbehaving"
 _LINGER_0 = struct.pack("ii", 1, 0)
 
@@ -129,6 +145,8 @@ class LoopbackServer:
         self._handlers.add(task)
         self.connections += 1
         try:
+            if self.behaviour == "early_close":
+                return
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
@@ -163,6 +181,27 @@ class LoopbackServer:
         if b == "garbage":
             writer.write(b"HELLO THIS IS NOT HTTP\r\n\r\n")
             await writer.drain()
+            return False
+        if b == "chunked":
+            for piece in CHUNKED_PIECES:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            return False
+        if b in ("chunked_truncate", "unframed", "http10", "bad_length"):
+            writer.write(
+                {
+                    "chunked_truncate": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n",
+                    "unframed": b"HTTP/1.1 200 OK\r\n\r\nhello",
+                    "http10": b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                    "bad_length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
+                    b"\r\nhello",
+                }[b]
+            )
+            await writer.drain()
+            if b == "http10":  # a keep-alive client must not reuse this: wait for its FIN
+                await reader.read()
             return False
         if b == "bad_gateway":
             writer.write(

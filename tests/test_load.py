@@ -282,3 +282,61 @@ def test_bad_batch_is_named(kwargs: dict, needle: str) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=needle):
         Batch(**args)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "body", "length"),
+    [
+        ("chunked", "hello world", None),  # 103 first, every line split across reads
+        ("unframed", "hello", None),  # close-delimited: EOF ends a complete body
+        ("http10", "hello", 5),
+    ],
+)
+def test_every_body_framing_completes(behaviour: str, body: str, length: int | None) -> None:
+    with LoopbackServer(behaviour) as srv:
+        result = run_batch(srv.url, 3, expect_body=body, timeout_s=5)
+    assert srv.requests == 3
+    for rec in result.records:
+        _ordered(rec)
+        assert (rec.error, rec.status, rec.body, rec.body_ok) == (None, 200, body, True)
+        assert rec.bytes_received == len(body) and rec.content_length == length
+        assert rec.headers_mono is not None and verdict.judge(rec).cls == "ok"
+
+
+def test_http10_response_is_not_reused() -> None:
+    with LoopbackServer("http10") as srv:
+        result = run_schedule_sync(
+            srv.url, [Batch("b", 3, concurrency=1)], reuse_connections=True, timeout_s=5
+        )
+    assert all(r.error is None and r.body == "hello" for r in result.records)
+    assert (srv.connections, srv.requests) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error", "status", "detail"),
+    [
+        ("chunked_truncate", "truncated", 200, "incomplete chunked read"),
+        ("bad_length", "protocol_error", None, "bad Content-Length"),
+    ],
+)
+def test_framing_faults(behaviour: str, error: str, status: int | None, detail: str) -> None:
+    with LoopbackServer(behaviour) as srv:
+        result = run_batch(srv.url, 3, timeout_s=5)
+    assert srv.requests == 3
+    for rec in result.records:
+        _ordered(rec)
+        assert rec.error == error and detail in rec.error_detail
+        assert verdict.judge(rec).cls == error
+    if error == "truncated":
+        assert all(r.status == status and r.body == "hello" for r in result.records)
+
+
+def test_connection_closed_before_the_instant_is_an_empty_reply() -> None:
+    """The FIN arrives during the connect lead; the request still goes out at its instant."""
+    with LoopbackServer("early_close") as srv:
+        result = run_batch(srv.url, 4, timeout_s=5)
+    assert srv.connections == 4 and srv.requests == 0
+    for rec in result.records:
+        _ordered(rec)
+        assert rec.error == "empty_reply" and "before any response byte" in rec.error_detail
+        assert rec.sent_mono is not None and rec.sent_mono - result.started_mono >= 0

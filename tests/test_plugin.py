@@ -1,6 +1,7 @@
 """Plugin behaviour through pytester: options, ini keys, usage errors, parametrization."""
 
 import json
+import re
 
 import pytest
 
@@ -70,11 +71,15 @@ def test_ini_keys_resolve_and_cli_wins(pytester: pytest.Pytester) -> None:
     )
     newest_113 = catalog.resolve("1.13").version
     result = pytester.runpytest("-s")
-    line = next(x for x in result.stdout.lines if x.startswith("OPTS="))
-    assert json.loads(line[5:]) == {"version": newest_113, "profile": "seed", "platform": "local"}
+    assert _opts(result) == {"version": newest_113, "profile": "seed", "platform": "local"}
     result = pytester.runpytest("-s", "--knative-version=1.14.0", "--profile=quick")
-    line = next(x for x in result.stdout.lines if x.startswith("OPTS="))
-    assert json.loads(line[5:]) == {"version": "1.14.0", "profile": "quick", "platform": "local"}
+    assert _opts(result) == {"version": "1.14.0", "profile": "quick", "platform": "local"}
+
+
+def _opts(result: pytest.RunResult) -> dict:
+    found = re.search(r"OPTS=(\{.*?\})", result.stdout.str())
+    assert found, result.stdout.str()
+    return json.loads(found.group(1))
 
 
 def test_drain_app_is_parametrized_over_fixture_apps(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,569 @@
+"""The images of the local platform, made without any registry and cached by their inputs.
+
+- ``knative-drain/base:bookworm``: a Debian root filesystem (debootstrap) imported as an
+  image; it is the pod's pause container, the apps' runtime and the offline Go builder.
+- ``knative-drain/queue-proxy:<serving version>``: the release image when it can be
+  pulled, else Knative's own ``cmd/queue`` built from the Go module, packaged like ko.
+- ``knative-drain/app:<name>``: the fixture apps of ``fixtures/apps``.
+
+Every image carries the label ``knative-drain.inputs`` (a hash of what it is made from);
+an image whose label matches is reused, so a second provisioning does no work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.images import Image
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from .docker_engine import DockerEngineInfo, apt_install, docker_client, ensure_engine, state_dir
+
+__all__ = [
+    "APP_REPO",
+    "BASE_IMAGE",
+    "QUEUE_PROXY_REPO",
+    "ImageOutcome",
+    "ImagesError",
+    "ProvisionResult",
+    "apps_dir",
+    "debian_mirror",
+    "docker_client",
+    "ensure_app_image",
+    "ensure_base_image",
+    "ensure_queue_proxy_image",
+    "fixture_apps",
+    "provision_local",
+]
+
+BASE_IMAGE = "knative-drain/base:bookworm"
+QUEUE_PROXY_REPO = "knative-drain/queue-proxy"
+APP_REPO = "knative-drain/app"
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "gunicorn", "python3-flask", "golang-go")
+DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+LABEL_INPUTS = "knative-drain.inputs"
+LABEL_KIND = "knative-drain.kind"
+# Bump a recipe number when the way an image is made changes: its cache entries expire.
+BASE_RECIPE = 1
+QUEUE_PROXY_RECIPE = 1
+APP_RECIPE = 1
+DEFAULT_APPS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "apps"
+SERVING_MODULE = "knative.dev/serving"
+QUEUE_PROXY_DOCKERFILE = """\
+FROM scratch
+COPY queue /ko-app/queue
+ENV KO_DATA_PATH=/var/run/ko
+USER 65532:65532
+ENTRYPOINT ["/ko-app/queue"]
+"""
+
+Progress = Callable[[str], None]
+
+
+class ImagesError(RuntimeError):
+    """An image could not be made; the message says which step and why."""
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One provisioned image: its tag, ID, whether the cache had it, and its labels."""
+
+    tag: str
+    image_id: str
+    cached: bool
+    seconds: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProvisionResult:
+    """Everything the local platform needs, with how long each step took."""
+
+    engine: DockerEngineInfo
+    base: ImageOutcome
+    queue_proxy: ImageOutcome
+    apps: dict[str, ImageOutcome]
+    seconds: float
+
+    @property
+    def base_image(self) -> str:
+        return self.base.tag
+
+    @property
+    def queue_proxy_image(self) -> str:
+        return self.queue_proxy.tag
+
+    @property
+    def app_images(self) -> dict[str, str]:
+        return {name: outcome.tag for name, outcome in self.apps.items()}
+
+    @property
+    def all_cached(self) -> bool:
+        return all(o.cached for o in (self.base, self.queue_proxy, *self.apps.values()))
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for a report: engine, image IDs and how the queue-proxy was obtained."""
+        qp = self.queue_proxy.labels
+        return {
+            **self.engine.describe(),
+            "base_image": f"{self.base.tag} ({self.base.image_id[:19]})",
+            "queue_proxy_image": f"{self.queue_proxy.tag} ({self.queue_proxy.image_id[:19]})",
+            "queue_proxy_source": qp.get("knative-drain.source", "?"),
+            "queue_proxy_go_version": qp.get("knative-drain.go-version", "?"),
+            "queue_proxy_go_module": qp.get("knative-drain.go-module-version", "?"),
+        }
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def inputs_hash(*parts: Any) -> str:
+    """A stable hash of an image's inputs (JSON-serialisable parts; bytes by their digest)."""
+    norm = [hashlib.sha256(p).hexdigest() if isinstance(p, bytes) else p for p in parts]
+    return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cached_image(client: docker.DockerClient, tag: str, digest: str) -> Image | None:
+    """The image ``tag`` if it exists and was made from the inputs hashed as ``digest``."""
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+    return image if (image.labels or {}).get(LABEL_INPUTS) == digest else None
+
+
+def _outcome(image: Image, tag: str, cached: bool, started: float) -> ImageOutcome:
+    return ImageOutcome(
+        tag=tag,
+        image_id=image.id,
+        cached=cached,
+        seconds=time.monotonic() - started,
+        labels=dict(image.labels or {}),
+    )
+
+
+def _build(
+    client: docker.DockerClient,
+    *,
+    path: str,
+    tag: str,
+    labels: dict[str, str],
+    buildargs: dict[str, str] | None = None,
+) -> Image:
+    """``docker build`` (legacy builder) that raises ImagesError with the build log tail."""
+    try:
+        image, _log = client.images.build(
+            path=path, tag=tag, labels=labels, buildargs=buildargs or {}, rm=True, forcerm=True
+        )
+    except docker.errors.BuildError as exc:
+        lines = [str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log]
+        tail = "".join(lines)[-1500:]
+        raise ImagesError(f"docker build of {tag} failed: {exc.msg}\n{tail}") from None
+    except docker.errors.APIError as exc:
+        raise ImagesError(f"docker build of {tag} failed: {exc.explanation or exc}") from None
+    return image
+
+
+def _run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    """Run a command; on failure raise ImagesError naming ``what`` with its output tail."""
+    try:
+        return subprocess.run(
+            cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=1800
+        )
+    except FileNotFoundError:
+        raise ImagesError(f"{what}: {cmd[0]} is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or exc.stdout or "")[-1500:]
+        raise ImagesError(
+            f"{what} failed (exit {exc.returncode}): {' '.join(cmd)}\n{tail}"
+        ) from exc
+    except subprocess.TimeoutExpired:
+        raise ImagesError(f"{what} timed out after 1800 s: {' '.join(cmd)}") from None
+
+
+# --- base image --------------------------------------------------------------------------
+
+
+def debian_mirror(sources: Path = DEBIAN_SOURCES, suite: str = SUITE) -> str:
+    """The Debian mirror this machine uses (``URIs:`` of the deb822 stanza serving ``suite``).
+
+    Read at run time, never stored: each machine reaches Debian through its own mirror.
+    """
+    try:
+        text = sources.read_text()
+    except OSError as exc:
+        raise ImagesError(
+            f"cannot read the Debian mirror from {sources} ({exc.strerror}); "
+            "the offline base image is made with debootstrap from this machine's mirror"
+        ) from None
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if suite in fields.get("suites", "").split() and fields.get("uris"):
+            return fields["uris"].split()[0]
+    raise ImagesError(f"{sources} has no stanza with 'Suites: {suite}' and a 'URIs:' line")
+
+
+def _unmount_under(root: Path) -> None:
+    """Lazily unmount anything a failed debootstrap left mounted inside ``root``."""
+    prefix = str(root.resolve()) + "/"
+    with contextlib.suppress(OSError):
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def _rootfs_dir() -> Iterator[Path]:
+    parent = "/var/tmp" if Path("/var/tmp").is_dir() else None  # not a RAM-backed /tmp
+    root = Path(tempfile.mkdtemp(prefix="knative-drain-rootfs-", dir=parent))
+    try:
+        yield root
+    finally:
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@retry(
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=5, max=30),
+    retry=retry_if_exception_type(ImagesError),
+    reraise=True,
+)
+def _debootstrap(root: Path, mirror: str, log: Path) -> None:
+    _unmount_under(root)
+    for child in root.iterdir():  # a failed try leaves a partial tree
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    cmd = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(BASE_PACKAGES)}",
+        SUITE,
+        str(root),
+        mirror,
+    ]
+    with log.open("w") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise ImagesError(f"debootstrap failed (exit {code}); log {log}:\n{tail}")
+
+
+def ensure_base_image(client: docker.DockerClient, progress: Progress = print) -> ImageOutcome:
+    """``knative-drain/base:bookworm`` by debootstrap, unless one of the same inputs exists."""
+    started = time.monotonic()
+    digest = inputs_hash("base", BASE_RECIPE, SUITE, "minbase", sorted(BASE_PACKAGES))
+    image = cached_image(client, BASE_IMAGE, digest)
+    if image is not None:
+        return _outcome(image, BASE_IMAGE, True, started)
+    mirror = debian_mirror()
+    if shutil.which("debootstrap") is None:
+        progress("installing debootstrap (apt-get)")
+        try:
+            apt_install("debootstrap")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            raise ImagesError(
+                f"debootstrap is missing and apt-get install debootstrap failed: {exc}"
+            ) from None
+    progress(f"debootstrap {SUITE} minbase + {', '.join(BASE_PACKAGES)} (about a minute)")
+    labels = {LABEL_INPUTS: digest, LABEL_KIND: "base", "knative-drain.suite": SUITE}
+    changes = [
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        *(f"LABEL {key}={value}" for key, value in labels.items()),
+    ]
+    with _rootfs_dir() as root:
+        _debootstrap(root, mirror, state_dir() / "debootstrap.log")
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):  # ~100 MB of .debs
+            for path in (root / leftover).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+            assert tar.stdout is not None
+            chunks = iter(lambda: tar.stdout.read(1 << 20), b"")  # type: ignore[union-attr]
+            try:
+                client.api.import_image(
+                    src=chunks,
+                    repository=BASE_IMAGE.split(":")[0],
+                    tag=BASE_IMAGE.split(":")[1],
+                    changes=changes,
+                    stream_src=True,
+                )
+            finally:
+                tar.stdout.close()
+            if tar.wait() != 0:  # a truncated import must not pass for a cached base
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(BASE_IMAGE, force=True)
+                raise ImagesError(f"tar of the root filesystem failed (exit {tar.returncode})")
+    image = client.images.get(BASE_IMAGE)
+    if (image.labels or {}).get(LABEL_INPUTS) != digest:
+        raise ImagesError(f"docker import did not label {BASE_IMAGE} as expected")
+    return _outcome(image, BASE_IMAGE, False, started)
+
+
+# --- queue-proxy -------------------------------------------------------------------------
+
+_SERVING_VERSION = re.compile(r"^1\.(\d+)\.(\d+)$")
+_GO_MODULE_VERSION = re.compile(r"^v0\.(\d+)\.(\d+)$")
+
+
+def check_versions(serving_version: str, go_module_version: str) -> None:
+    """Reject versions that are malformed or not the same release (1.X.Y = v0.(X+27).Y)."""
+    s = _SERVING_VERSION.match(serving_version)
+    g = _GO_MODULE_VERSION.match(go_module_version)
+    if not s:
+        raise ImagesError(f"serving_version {serving_version!r}: expected 1.X.Y, e.g. 1.14.2")
+    if not g:
+        raise ImagesError(f"go_module_version {go_module_version!r}: expected v0.N.Y, e.g. v0.41.2")
+    expected = f"v0.{int(s[1]) + 27}.{s[2]}"
+    if go_module_version != expected:
+        raise ImagesError(
+            f"go_module_version {go_module_version} is not Knative {serving_version}: "
+            f"its Go module version is {expected}"
+        )
+
+
+def _go() -> str:
+    found = shutil.which("go") or (
+        "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
+    )
+    if found is None:
+        raise ImagesError(
+            "no queue-proxy image could be pulled and Go is not installed to build one: "
+            "install Go >= 1.22 (https://go.dev/dl/) and put `go` on PATH"
+        )
+    return found
+
+
+@retry(
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=3, max=20),
+    retry=retry_if_exception_type(ImagesError),
+    reraise=True,
+)
+def _go_mod_download(go: str, module: str, cwd: Path, env: dict[str, str]) -> Path:
+    done = _run(
+        [go, "mod", "download", "-json", module], what=f"go mod download {module}", cwd=cwd, env=env
+    )
+    info = json.loads(done.stdout)
+    if info.get("Error") or not info.get("Dir"):
+        raise ImagesError(f"go mod download {module}: {info.get('Error', 'no Dir in answer')}")
+    return Path(info["Dir"])
+
+
+@retry(
+    stop=stop_after_attempt(2),
+    wait=wait_exponential(multiplier=3, max=20),
+    retry=retry_if_exception_type(ImagesError),
+    reraise=True,
+)
+def _go_build_queue(go: str, src: Path, env: dict[str, str]) -> None:
+    _run(
+        [go, "build", "-mod=mod", "-trimpath", "-o", "queue", "./cmd/queue"],
+        what="go build ./cmd/queue",
+        cwd=src,
+        env={**env, "CGO_ENABLED": "0"},
+    )
+
+
+def build_queue_binary(go_module_version: str, workdir: Path) -> tuple[Path, str]:
+    """Build Knative's ``cmd/queue`` from the module source: (binary path, its Go version).
+
+    ``go install module@version`` is refused (serving's go.mod has replace directives), so
+    the module is downloaded, copied out of the read-only module cache and built in place;
+    the module zip ships an empty vendor/modules.txt, hence ``-mod=mod``.
+    """
+    go = _go()
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    cache_dir = _go_mod_download(go, f"{SERVING_MODULE}@{go_module_version}", workdir, env)
+    src = workdir / "serving"
+    shutil.copytree(cache_dir, src, symlinks=True)
+    for dirpath, _dirs, files in os.walk(src):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, os.stat(path).st_mode | 0o200)
+    _go_build_queue(go, src, env)
+    binary = src / "queue"
+    version = _run([go, "version", str(binary)], what="go version of the binary").stdout
+    return binary, version.rsplit(":", 1)[-1].strip()
+
+
+def ensure_queue_proxy_image(
+    client: docker.DockerClient,
+    serving_version: str,
+    go_module_version: str,
+    release_image: str | None = None,
+    progress: Progress = print,
+) -> ImageOutcome:
+    """``knative-drain/queue-proxy:<serving_version>``: pulled release image, else built.
+
+    The cache key is the release (serving + Go module version): a pulled and a built image
+    are the same program, and the label ``knative-drain.source`` says which one it is.
+    """
+    started = time.monotonic()
+    check_versions(serving_version, go_module_version)
+    tag = f"{QUEUE_PROXY_REPO}:{serving_version}"
+    digest = inputs_hash("queue-proxy", QUEUE_PROXY_RECIPE, serving_version, go_module_version)
+    image = cached_image(client, tag, digest)
+    if image is not None:
+        return _outcome(image, tag, True, started)
+    labels = {
+        LABEL_INPUTS: digest,
+        LABEL_KIND: "queue-proxy",
+        "knative-drain.serving-version": serving_version,
+        "knative-drain.go-module-version": go_module_version,
+    }
+    with tempfile.TemporaryDirectory(prefix="knative-drain-qp-") as tmp:
+        ctx = Path(tmp) / "context"
+        ctx.mkdir()
+        if release_image and _pull(client, release_image, progress):
+            (ctx / "Dockerfile").write_text(f"FROM {release_image}\n")
+            labels.update(
+                {"knative-drain.source": "pulled", "knative-drain.release-image": release_image}
+            )
+            labels["knative-drain.go-version"] = "release"
+        else:
+            progress(
+                f"building queue-proxy from {SERVING_MODULE}@{go_module_version} (about a minute)"
+            )
+            binary, go_version = build_queue_binary(go_module_version, Path(tmp))
+            shutil.move(str(binary), ctx / "queue")
+            (ctx / "Dockerfile").write_text(QUEUE_PROXY_DOCKERFILE)
+            labels.update({"knative-drain.source": "built", "knative-drain.go-version": go_version})
+        image = _build(client, path=str(ctx), tag=tag, labels=labels)
+    return _outcome(image, tag, False, started)
+
+
+def _pull(client: docker.DockerClient, reference: str, progress: Progress) -> bool:
+    """Try once to pull the release image; False (and why) when no registry answers."""
+    try:
+        client.images.pull(reference)
+    except docker.errors.APIError as exc:
+        progress(f"pull of {reference} failed ({exc.explanation or exc}); building instead")
+        return False
+    return True
+
+
+# --- fixture apps ------------------------------------------------------------------------
+
+
+def apps_dir() -> Path:
+    """The fixture apps' directory (``KNATIVE_DRAIN_APPS_DIR`` overrides the repo's)."""
+    return Path(os.environ.get("KNATIVE_DRAIN_APPS_DIR") or DEFAULT_APPS_DIR)
+
+
+def fixture_apps() -> list[str]:
+    """Names of the fixture apps: the directories of :func:`apps_dir` with a Dockerfile."""
+    root = apps_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob("*/Dockerfile"))
+
+
+def _tree_digest(root: Path) -> list[list[str]]:
+    """(relative path, sha256) of every file under ``root``: what a build context holds."""
+    return [
+        [str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest()]
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+
+
+def _build_args(dockerfile: str, base_image: str) -> dict[str, str]:
+    """The offline values of the build args the Dockerfile declares (BASE_IMAGE, GO_BUILDER)."""
+    declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile, re.MULTILINE))
+    return {name: base_image for name in ("BASE_IMAGE", "GO_BUILDER") if name in declared}
+
+
+def ensure_app_image(
+    client: docker.DockerClient, name: str, base_image: str = BASE_IMAGE
+) -> ImageOutcome:
+    """``knative-drain/app:<name>`` from ``fixtures/apps/<name>``, rebuilt when its files,
+    or the base image it builds on, change."""
+    started = time.monotonic()
+    known = fixture_apps()
+    if name not in known:
+        raise ImagesError(f"unknown fixture app {name!r}; accepted values: {', '.join(known)}")
+    src = apps_dir() / name
+    args = _build_args((src / "Dockerfile").read_text(), base_image)
+    base_id = client.images.get(base_image).id
+    digest = inputs_hash("app", APP_RECIPE, name, args, base_id, _tree_digest(src))
+    tag = f"{APP_REPO}:{name}"
+    image = cached_image(client, tag, digest)
+    if image is not None:
+        return _outcome(image, tag, True, started)
+    labels = {LABEL_INPUTS: digest, LABEL_KIND: "app", "knative-drain.app": name}
+    image = _build(client, path=str(src), tag=tag, labels=labels, buildargs=args)
+    return _outcome(image, tag, False, started)
+
+
+# --- all of it ---------------------------------------------------------------------------
+
+
+def provision_local(
+    serving_version: str,
+    go_module_version: str,
+    apps: list[str] | None = None,
+    release_image: str | None = None,
+    progress: Progress = print,
+) -> ProvisionResult:
+    """Engine, base, queue-proxy and app images (all fixture apps when ``apps`` is None).
+
+    Idempotent: what exists with the same inputs is reused; each step's time is reported.
+    """
+    started = time.monotonic()
+    check_versions(serving_version, go_module_version)
+    names = fixture_apps() if apps is None else list(apps)
+    unknown = sorted(set(names) - set(fixture_apps()))
+    if unknown:
+        raise ImagesError(
+            f"unknown fixture app(s) {', '.join(unknown)}; accepted values: "
+            f"{', '.join(fixture_apps())}"
+        )
+
+    def step(label: str, outcome: ImageOutcome) -> ImageOutcome:
+        how = "cached" if outcome.cached else "made"
+        progress(f"{label}: {outcome.tag} {how} in {outcome.seconds:.1f} s")
+        return outcome
+
+    t = time.monotonic()
+    engine = ensure_engine()
+    progress(f"docker engine {engine.server_version} ready in {time.monotonic() - t:.1f} s")
+    client = docker_client()
+    try:
+        base = step("base image", ensure_base_image(client, progress))
+        qp = step(
+            "queue-proxy image",
+            ensure_queue_proxy_image(
+                client, serving_version, go_module_version, release_image, progress
+            ),
+        )
+        made = {name: step(f"app image {name}", ensure_app_image(client, name)) for name in names}
+    finally:
+        client.close()
+    total = time.monotonic() - started
+    progress(f"local platform provisioned in {total:.1f} s")
+    return ProvisionResult(engine=engine, base=base, queue_proxy=qp, apps=made, seconds=total)

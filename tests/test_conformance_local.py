@@ -1,0 +1,115 @@
+"""The product end to end: the conformance suite on the local platform, through pytest.
+
+Runs the two scenarios that matter most for knative/serving#15211 on all five
+fixture apps with the real queue-proxy of Knative 1.14, then reads the drain
+report: good apps drained with strict SLI 1.0, every negative control caught
+by the right component. About 15 minutes: queue-proxy's 30 s quiet period is real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("pod-delete-long", "second-batch-during-termination")
+
+
+@pytest.fixture(scope="module")
+def report(conformance_run: Path) -> dict:
+    return json.loads((conformance_run / "drain-report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def conformance_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("conformance")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "conformance"),
+            "--platform=local",
+            "--knative-version=1.14",
+            "-k",
+            " or ".join(SCENARIOS),
+            "-p",
+            "no:cacheprovider",
+            f"--drain-report={out / 'drain-report.json'}",
+            "-rA",
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    (out / "pytest.log").write_text(proc.stdout + proc.stderr)
+    print(proc.stdout[-6000:])
+    print(f"conformance run took {time.monotonic() - started:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
+    return out
+
+
+def _scenarios(report: dict, scenario: str) -> dict[str, dict]:
+    return {s["app"]: s for s in report["scenarios"] if s["scenario"] == scenario}
+
+
+def test_report_accounts_for_every_run(report: dict) -> None:
+    assert report["platform"] == "local"
+    assert report["knative"]["version"].startswith("1.14.")
+    assert report["verdict"] == "pass"
+    assert len(report["scenarios"]) == 10
+    for s in report["scenarios"]:
+        assert s["summary"]["missing"] == 0
+        assert s["summary"]["total"] == s["summary"]["planned"] > 0
+        assert s["expectation_met"] is True
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_good_apps_drain_every_request(report: dict, scenario: str) -> None:
+    runs = _scenarios(report, scenario)
+    for app in ("python-gunicorn-exec", "go-shutdown"):
+        s = runs[app]
+        assert s["summary"]["strict_sli"] == 1.0, s["problems"]
+        assert s["killed"] == []
+        # the pod went away on its own, soon after the last request ended
+        assert s["gone_after_s"] < s["timeout_seconds"] - 10
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("app", ["go-exit", "python-gunicorn-default-timeout"])
+def test_apps_that_drop_requests_are_caught_as_queue_proxy_502(
+    report: dict, scenario: str, app: str
+) -> None:
+    s = _scenarios(report, scenario)[app]
+    assert s["verdict"] == "fail"
+    assert s["summary"]["strict_sli"] < 1.0
+    assert s["summary"]["signatures"].get("queue-proxy", 0) > 0
+    bodies = {f["detail"] for f in s["failures"] if f["signature"] == "queue-proxy"}
+    assert bodies & {"EOF", "unexpected EOF"} or any("connection" in b for b in bodies), bodies
+    # the cut follows the app's SIGTERM (go-exit) or its graceful timeout (gunicorn)
+    assert s["cut_after"], s
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_shell_form_app_is_caught_by_sigkill(report: dict, scenario: str) -> None:
+    s = _scenarios(report, scenario)["python-gunicorn-shell"]
+    assert s["verdict"] == "fail"
+    assert s["killed"] == ["user-container"]
+    assert s["gone_after_s"] >= s["timeout_seconds"] - 1
+
+
+def test_timeline_follows_kubelet(report: dict) -> None:
+    s = _scenarios(report, "second-batch-during-termination")["go-shutdown"]
+    at = {e["name"]: e["t_from_delete_s"] for e in s["events"]}
+    assert at["SIGTERM queue-proxy"] < 1 and at["preStop started"] < 1
+    # batch-2 arrives 5 s after the delete and restarts the 30 s quiet period
+    assert 34 <= at["preStop returned"] <= 40
+    assert at["SIGTERM user-container"] >= at["preStop returned"]
