@@ -29,6 +29,8 @@ import docker.errors
 from docker.models.containers import Container
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from ..catalog import Release
+
 QUEUE_SERVING_PORT = 8012
 QUEUE_ADMIN_PORT = 8022  # networking.QueueAdminPort
 QUEUE_METRICS_PORT = 9090
@@ -412,7 +414,7 @@ class LocalPlatform:
     @classmethod
     def provision(
         cls,
-        release: Any,
+        release: Release,
         *,
         apps: list[str],
         run_id: str,
@@ -420,13 +422,15 @@ class LocalPlatform:
         progress: Callable[[str], None] = print,
     ) -> LocalPlatform:
         """Engine, base, queue-proxy and app images for ``release`` (cached), then the platform."""
-        from .. import images
+        from .. import images, manifests
 
+        release_image, why = manifests.release_queue_proxy_image(release)
+        progress(f"release queue-proxy image: {release_image or 'not known'} ({why})")
         result = images.provision_local(
             release.version,
             release.go_module_version,
             apps=apps,
-            release_image=getattr(release, "queue_proxy_image", None),
+            release_image=release_image,
             progress=progress,
         )
         return cls(
