@@ -471,8 +471,14 @@ def _pull(client: docker.DockerClient, reference: str, progress: Progress) -> bo
 
 
 def apps_dir() -> Path:
-    """The fixture apps' directory (``KNATIVE_DRAIN_APPS_DIR`` overrides the repo's)."""
-    return Path(os.environ.get("KNATIVE_DRAIN_APPS_DIR") or DEFAULT_APPS_DIR)
+    """The fixture apps' directory: ``KNATIVE_DRAIN_APPS_DIR``, else the checkout's,
+    else the copy installed as package data (non-editable installs)."""
+    override = os.environ.get("KNATIVE_DRAIN_APPS_DIR")
+    if override:
+        return Path(override)
+    if DEFAULT_APPS_DIR.is_dir():
+        return DEFAULT_APPS_DIR
+    return Path(__file__).resolve().parent / "fixture_data" / "apps"
 
 
 def fixture_apps() -> list[str]:
