@@ -1,15 +1,21 @@
-"""pytest hooks: options, run state in ``config.stash``, terminal summary, report."""
+"""pytest hooks: options, run state in ``config.stash``, evidence (report, JUnit, allure)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
+
 import pytest
 
+from . import allure_evidence
 from . import options as opts
 from .report import DrainReport
+from .runner import ScenarioResult
 from .scenarios import APPS
 
 OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()
 REPORT_KEY = pytest.StashKey[DrainReport]()
+SUITE_PROPERTY_KEY = pytest.StashKey[Callable[[str, object], None]]()
+SUITE_SLIS_KEY = pytest.StashKey[list[tuple[str, str]]]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 
@@ -23,8 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
     options = opts.resolve_options(config)  # pytest.UsageError -> exit 4, no traceback
     config.stash[OPTIONS_KEY] = options
     config.stash[REPORT_KEY] = DrainReport(options)
+    config.stash[SUITE_SLIS_KEY] = []
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
-    config.addinivalue_line("markers", "slow: needs Docker images or runs minutes")
+    config.addinivalue_line(
+        "markers", "slow: needs Docker images, or a scenario whose requests outlive 30 s"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -36,6 +45,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("drain_app", names, indirect=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-k pod_delete_long and go_exit`` selects ``pod-delete-long`` x ``go-exit`` (ids keep
+    dashes, which read badly in -k expressions)."""
+    for item in items:
+        names = [str(m.args[0]) for m in item.iter_markers("drain_scenario") if m.args]
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            names += [v for v in callspec.params.values() if isinstance(v, str)]
+        item.extra_keyword_matches.update(n.replace("-", "_") for n in names if "-" in n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drain_testsuite_properties(request: pytest.FixtureRequest) -> None:
+    """Keep pytest's xunit2-safe testsuite-property writer for the session's end."""
+    try:
+        record = request.getfixturevalue("record_testsuite_property")
+    except pytest.FixtureLookupError:  # -p no:junitxml
+        return
+    request.config.stash[SUITE_PROPERTY_KEY] = record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """After a test ran: its scenario results go to JUnit properties and allure."""
+    report = item.config.stash.get(REPORT_KEY, None)
+    before = len(report.results) if report is not None else 0
+    try:
+        return (yield)
+    finally:
+        if report is not None:
+            for result in report.results[before:]:
+                _record_result(item, result, report)
+
+
+def _record_result(item: pytest.Item, result: ScenarioResult, report: DrainReport) -> None:
+    s = result.summary
+    slis = {
+        "strict_sli": f"{s.strict_sli:.4f}",
+        "upstream_sli": f"{s.upstream_sli:.4f}",
+        "requests_ok": f"{s.ok}/{s.planned}",
+        "verdict": "pass" if result.passed else "fail",
+        "expected": result.expected_label,
+        "gone_after_s": "-" if result.gone_after_s is None else f"{result.gone_after_s:.1f}",
+    }
+    if item.config.getini("junit_family") in ("xunit1", "legacy"):
+        # testcase <properties> are valid in xunit1 only (record_property warns under xunit2)
+        item.user_properties.extend((f"drain.{result.scenario}.{k}", v) for k, v in slis.items())
+    else:
+        item.config.stash[SUITE_SLIS_KEY].extend(
+            (f"drain.{item.name}.{result.scenario}.{k}", v) for k, v in slis.items()
+        )
+    if allure_evidence.results_dir(item.config) is not None:
+        allure_evidence.attach_scenario(result, report.facts())
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     report = terminalreporter.config.stash.get(REPORT_KEY, None)
     if report is None or not report.results:
@@ -45,12 +109,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes the file in its own sessionfinish
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    report = session.config.stash.get(REPORT_KEY, None)
-    options = session.config.stash.get(OPTIONS_KEY, None)
-    if report is None or options is None or options.drain_report is None:
+    config = session.config
+    report = config.stash.get(REPORT_KEY, None)
+    options = config.stash.get(OPTIONS_KEY, None)
+    if report is None or options is None:
         return
-    json_path, md_path = report.write(options.drain_report)
-    tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"drain report: {json_path} and {md_path}")
+    record = config.stash.get(SUITE_PROPERTY_KEY, None)
+    if record is not None:
+        for key, value in report.facts().items():
+            record(f"drain.{key}", "none" if value is None else value)
+        for key, value in config.stash[SUITE_SLIS_KEY]:
+            record(key, value)
+    alluredir = allure_evidence.results_dir(config)
+    if alluredir is not None:
+        allure_evidence.write_session_files(alluredir, report.facts(), report.environment)
+    if options.drain_report is not None:
+        json_path, md_path = report.write(options.drain_report)
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"drain report: {json_path} and {md_path}")

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,65 +61,154 @@ class DrainReport:
     def add(self, result: ScenarioResult) -> None:
         self.results.append(result)
 
+    def facts(self) -> dict[str, Any]:
+        """Platform facts with explicit "unknown" values (None / 'none'), never missing keys."""
+        env = self.environment
+        release = self.options.release
+        return {
+            "platform": self.options.platform,
+            "knative_version": release.version,
+            "kubernetes_version": env.get("kubernetes_version"),  # None on --platform=local
+            "kind_version": env.get("kind_version"),
+            "kind_node_image": env.get("kind_node_image")
+            or (release.kind_node_image if self.options.platform == "kind" else None),
+            "ingress": env.get("ingress") or "none",
+            "profile": self.options.profile,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         release = self.options.release
+        facts = self.facts()
         return {
             "tool": {"name": "pytest-knative-drain", "version": __version__},
             "started": self.started.isoformat(),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
             "platform": self.options.platform,
             "knative": release.to_dict(),
+            "kubernetes": {
+                "version": facts["kubernetes_version"],
+                "kind_version": facts["kind_version"],
+                "node_image": facts["kind_node_image"],
+            },
+            "ingress": facts["ingress"],
             "profile": self.options.profile,
             "environment": self.environment,
             "machine": machine_info(),
             "commit": commit_info(),
-            "verdict": "pass" if all(r.expectation_met for r in self.results) else "fail",
-            "scenarios": [r.to_dict() for r in self.results],
+            "verdict": self.verdict,
+            "totals": self.totals(),
+            "scenarios": [scenario_dict(r) for r in self.results],
+        }
+
+    @property
+    def verdict(self) -> str:
+        """pass when every scenario met its expectation (negative controls caught)."""
+        return "pass" if all(r.expectation_met for r in self.results) else "fail"
+
+    def totals(self) -> dict[str, Any]:
+        """Counts per class and signature over every scenario of the run."""
+        classes: Counter[str] = Counter()
+        signatures: Counter[str] = Counter()
+        for r in self.results:
+            classes.update(r.summary.classes)
+            signatures.update(r.summary.signatures)
+        return {
+            "scenarios": len(self.results),
+            "expectation_met": sum(r.expectation_met for r in self.results),
+            "requests": sum(r.summary.planned for r in self.results),
+            "classes": dict(classes),
+            "signatures": dict(signatures),
         }
 
     def table_lines(self) -> list[str]:
+        """The terminal summary: one row per scenario, with how long it took."""
         head = (
-            f"{'scenario':34} {'app':32} {'ok/total':>9} {'strict':>7} {'upstream':>8} "
-            f"{'gone s':>7} {'expected':>9} {'result':>6}"
+            f"{'scenario':32} {'app':31} {'ok/total':>9} {'strict':>6} {'upstrm':>6} "
+            f"{'gone s':>6} {'took s':>6} {'expect':>6} {'result':>6}  failures"
         )
         lines = [head]
         for r in self.results:
             s = r.summary
             gone = f"{r.gone_after_s:.1f}" if r.gone_after_s is not None else "-"
             lines.append(
-                f"{r.scenario:34} {r.app:32} {s.ok:>4}/{s.planned:<4} {s.strict_sli:>7.3f} "
-                f"{s.upstream_sli:>8.3f} {gone:>7} {r.expected_label:>9} "
-                f"{'OK' if r.expectation_met else 'FAIL':>6}"
+                f"{r.scenario:32} {r.app:31} {s.ok:>4}/{s.planned:<4} {s.strict_sli:>6.3f} "
+                f"{s.upstream_sli:>6.3f} {gone:>6} {r.duration_s:>6.1f} {r.expected_label:>6} "
+                f"{'OK' if r.expectation_met else 'FAIL':>6}  {_failures_short(r) or '-'}"
             )
         return lines
 
     def to_markdown(self) -> str:
+        """A rendering fit for a certification submission: product table, then scenarios."""
         data = self.to_dict()
-        k = data["knative"]
+        k, kube, commit = data["knative"], data["kubernetes"], data["commit"]
+        totals = data["totals"]
         rows = [
             "# Knative drain conformance report",
             "",
-            "| product | value |",
+            f"Verdict: **{data['verdict'].upper()}** ({totals['expectation_met']} of "
+            f"{totals['scenarios']} scenarios met their expectation; "
+            f"{totals['requests']} requests).",
+            "",
+            "## Product",
+            "",
+            "| item | value |",
             "|---|---|",
-            f"| Knative Serving | {k['version']} |",
+            f"| Knative Serving | {k['version']} ({k.get('tag', '-')}) |",
+            f"| Kubernetes | {kube['version'] or 'none (no cluster)'} |",
             f"| platform | {data['platform']} |",
+            f"| ingress | {data['ingress']} |",
+            f"| kind | {kube['kind_version'] or '-'} |",
+            f"| node image | {kube['node_image'] or '-'} |",
             f"| profile | {data['profile']} |",
             f"| tool | pytest-knative-drain {__version__} |",
-            f"| commit | {data['commit']['id']} |",
-            f"| verdict | **{data['verdict']}** |",
+            f"| commit | {commit['id'] or '-'}{' (dirty)' if commit.get('dirty') else ''} |",
+            f"| run | {data['started']} to {data['finished']} |",
             "",
-            "| scenario | app | requests ok | strict SLI | upstream SLI | pod gone (s) "
-            "| expected | result | problems |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "## Scenarios",
+            "",
+            "Strict SLI counts every failed or missing request; the upstream SLI excludes "
+            "transport errors that Knative's own test client retries (knative/pkg test/spoof).",
+            "Negative controls (expected `caught`) are apps that mishandle SIGTERM: the run "
+            "passes only if the gate catches them.",
+            "",
+            "| scenario | app | requests ok | classes | signatures | strict SLI "
+            "| upstream SLI | tolerance | pod gone (s) | took (s) | expected | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
             s = r.summary
             gone = f"{r.gone_after_s:.1f}" if r.gone_after_s is not None else "-"
             rows.append(
-                f"| {r.scenario} | {r.app} | {s.ok}/{s.planned} | {s.strict_sli:.4f} | "
-                f"{s.upstream_sli:.4f} | {gone} | {r.expected_label} | "
-                f"{'OK' if r.expectation_met else 'FAIL'} | {'; '.join(r.problems) or '-'} |"
+                f"| {r.scenario} | {r.app} | {s.ok}/{s.planned} | {_counts(s.classes)} | "
+                f"{_counts(s.signatures)} | {s.strict_sli:.4f} | {s.upstream_sli:.4f} | "
+                f"{r.plan.min_strict_sli:g} | {gone} | {r.duration_s:.1f} | "
+                f"{r.expected_label} | {'OK' if r.expectation_met else '**FAIL**'} |"
             )
+        for r in self.results:
+            if r.passed and r.expectation_met:
+                continue
+            rows += ["", f"### {r.scenario} / {r.app}", ""]
+            rows += [f"- {p}" for p in r.problems] or ["- no problem found"]
+            table = r.to_dict()
+            if table["failures"]:
+                rows += [
+                    "",
+                    "| count | class | signature | detail | hint |",
+                    "|---|---|---|---|---|",
+                ]
+                rows += [
+                    f"| {f['count']} | {f['class']} | {f['signature']} | "
+                    f"`{_cell(f['detail'])}` | {_cell(f['hint'] or '')} |"
+                    for f in table["failures"]
+                ]
+            if table["cut_after"]:
+                rows += ["", "Failed requests by the pod event just before they ended:", ""]
+                rows += [f"- {event}: {n}" for event, n in table["cut_after"].items()]
+            rows += ["", "Pod timeline (s from delete):", ""]
+            rows += [
+                f"- {e.get('t_from_delete_s', '?')}: {e['name']} {e.get('detail') or ''}".rstrip()
+                for e in table["events"]
+            ]
         return "\n".join(rows) + "\n"
 
     def write(self, path: Path) -> tuple[Path, Path]:
@@ -127,3 +217,36 @@ class DrainReport:
         md = path.with_suffix(".md")
         md.write_text(self.to_markdown())
         return path, md
+
+
+def scenario_dict(result: ScenarioResult) -> dict[str, Any]:
+    """``ScenarioResult.to_dict`` plus the fields the evidence needs under stable names."""
+    data = result.to_dict()
+    s = result.summary
+    data["trigger"] = {"action": "delete pod", "at_s": result.plan.trigger_at_s}
+    data["config"] = {
+        "timeout_seconds": result.plan.timeout_seconds,
+        "termination_grace_period_seconds": result.plan.timeout_seconds,
+        "max_gone_s": result.plan.max_gone_s,
+    }
+    data["tolerance"] = result.plan.min_strict_sli
+    data["counts"] = {"classes": dict(s.classes), "signatures": dict(s.signatures)}
+    data["sli"] = {"strict": s.strict_sli, "upstream": s.upstream_sli}
+    return data
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+
+def _failures_short(result: ScenarioResult) -> str:
+    s = result.summary
+    parts = [f"{k}={v}" for k, v in s.classes.items() if k != "ok"]
+    parts += [f"[{k}={v}]" for k, v in s.signatures.items()]
+    if result.killed:
+        parts.append("SIGKILL " + ",".join(result.killed))
+    return " ".join(parts)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

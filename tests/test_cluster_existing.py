@@ -1,0 +1,125 @@
+"""--platform=existing against a real kube-apiserver: fail fast, detect versions, refuse
+cluster-wide ConfigMap changes unless allowed, clean up its namespaces."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import kube_apiserver
+import pytest
+from kubernetes import client as k8s
+
+from pytest_knative_drain import catalog
+from pytest_knative_drain.platforms import cluster
+from pytest_knative_drain.platforms.cluster import ClusterError
+from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
+
+
+@pytest.fixture(scope="module")
+def kube(pytestconfig: pytest.Config) -> kube_apiserver.KubeApiServer:
+    return kube_apiserver.session_server(pytestconfig)
+
+
+@pytest.fixture
+def knative_ns(kube) -> Iterator[k8s.CoreV1Api]:
+    """A knative-serving namespace labelled as release 1.14.2 labels it, plus config-defaults."""
+    api = cluster.api_client(kube.kubeconfig, kube.context)
+    core = k8s.CoreV1Api(api)
+    with cluster.Applier(api) as applier:
+        applier.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": "knative-serving",
+                        "labels": {"app.kubernetes.io/version": "1.14.2"},
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": "config-defaults-existing",
+                        "namespace": "knative-serving",
+                    },
+                },
+            ]
+        )
+    yield core
+    # Back to what the source manifest says, so other modules see Knative's own label.
+    core.patch_namespace(
+        "knative-serving", {"metadata": {"labels": {"app.kubernetes.io/version": "devel"}}}
+    )
+    api.close()
+
+
+def _connect(kube, **kwargs) -> ExistingPlatform:
+    return ExistingPlatform.connect(
+        kube.kubeconfig, kube.context, run_id="run-existing", progress=lambda _: None, **kwargs
+    )
+
+
+def test_detects_versions_and_refuses_cluster_config(kube, knative_ns) -> None:
+    notes: list[str] = []
+    platform = ExistingPlatform.connect(
+        kube.kubeconfig,
+        kube.context,
+        run_id="run-existing",
+        release=catalog.resolve("1.16"),
+        progress=notes.append,
+    )
+    facts = platform.describe()
+    assert facts["platform"] == "existing"
+    assert facts["kubernetes_version"] == kube_apiserver.VERSION
+    assert facts["knative_version"] == "1.14.2"
+    assert "app.kubernetes.io/version" in facts["knative_version_source"]
+    assert any("not the requested 1.16" in n for n in notes)
+    with pytest.raises(ClusterConfigRefused, match="--allow-cluster-config") as err:
+        platform.config_patch("config-defaults-existing", {"revision-timeout-seconds": "900"})
+    assert "knative-serving/config-defaults-existing" in str(err.value)
+    assert (
+        knative_ns.read_namespaced_config_map("config-defaults-existing", "knative-serving").data
+        is None
+    )
+    ns = platform.namespaces.create("ex")
+    platform.close()
+    assert knative_ns.read_namespace(ns).metadata.deletion_timestamp is not None
+
+
+def test_allowed_cluster_config_is_restored(kube, knative_ns) -> None:
+    platform = _connect(kube, allow_cluster_config=True)
+    with platform.config_patch("config-defaults-existing", {"revision-timeout-seconds": "900"}):
+        data = knative_ns.read_namespaced_config_map(
+            "config-defaults-existing", "knative-serving"
+        ).data
+        assert data == {"revision-timeout-seconds": "900"}
+    assert (
+        knative_ns.read_namespaced_config_map("config-defaults-existing", "knative-serving").data
+        is None
+    )
+    platform.close()
+
+
+def test_fails_fast_without_knative(kube, knative_ns) -> None:
+    knative_ns.patch_namespace(
+        "knative-serving", {"metadata": {"labels": {"app.kubernetes.io/version": "devel"}}}
+    )
+    with pytest.raises(ClusterError, match="Knative Serving not found .* install Knative Serving"):
+        _connect(kube)
+
+
+def test_fails_fast_on_unreachable_cluster_or_bad_kubeconfig(kube, tmp_path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once we leave: nothing listens there
+    config = tmp_path / "kubeconfig"
+    config.write_text(kube.kubeconfig.read_text().replace(kube.url, f"https://127.0.0.1:{port}"))
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"cannot reach the cluster at https://127.0.0.1"):
+        ExistingPlatform.connect(config, None, run_id="r", progress=lambda _: None, timeout_s=2)
+    assert time.monotonic() - started < 10
+    with pytest.raises(ClusterError, match=r"cannot load --kubeconfig=.*missing --context=nope"):
+        ExistingPlatform.connect(tmp_path / "missing", "nope", run_id="r")

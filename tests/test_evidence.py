@@ -1,0 +1,204 @@
+"""Evidence through the plugin (pytester): drain report, allure results, JUnit XML, markers.
+
+The inner test session records scenario results built from real requests against
+real loopback servers (``test_report.make_result``), exactly as ``Drain.run`` does:
+``config.stash[REPORT_KEY].add(result)`` inside the test, then fail unless the
+outcome matches the app's expectation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import matplotlib.backends.backend_agg  # noqa: F401  (see below)
+import matplotlib.collections  # noqa: F401
+import matplotlib.figure  # noqa: F401
+import pytest
+
+from pytest_knative_drain import catalog
+from pytest_knative_drain.allure_evidence import CATEGORIES
+from pytest_knative_drain.scenarios import APPS, SCENARIOS
+
+# The inner sessions run in this process; pytester drops modules first imported there, and
+# numpy refuses a second import. Importing matplotlib here keeps it loaded across sessions.
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VERSION = catalog.resolve("1.14").version
+
+CONFTEST = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+import pytest
+from test_report import make_result
+from pytest_knative_drain import plugin
+from pytest_knative_drain.runner import expectation_problem
+
+
+@pytest.fixture
+def record(pytestconfig):
+    def run(app, failing=None, **kw):
+        result = make_result(app, failing, **kw)
+        pytestconfig.stash[plugin.REPORT_KEY].add(result)
+        problem = expectation_problem(result)
+        if problem:
+            pytest.fail(problem, pytrace=False)
+    return run
+"""
+
+TESTS_PY = """
+def test_good(record):
+    record("python-gunicorn-exec")
+
+def test_dropped(record):
+    record("go-shutdown", "bad_gateway",
+           logs={"user-container": "exiting at once", "queue-proxy": "error reverse proxying"})
+
+def test_control(record):
+    record("go-exit", "bad_gateway", expected={"queue-proxy"})
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_drain=TESTS_PY)
+    return pytester
+
+
+def test_drain_report_and_terminal_rows(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--platform=local", "--drain-report=out/run.json")
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    assert "knative drain verdicts" in out and "took s" in out
+    rows = [line for line in out.splitlines() if line.startswith("pod-delete-long ")]
+    assert len(rows) == 3, out
+    data = json.loads((suite.path / "out/run.json").read_text())
+    assert data["verdict"] == "fail" and data["knative"]["version"] == VERSION
+    assert [(s["app"], s["expectation_met"]) for s in data["scenarios"]] == [
+        ("python-gunicorn-exec", True),
+        ("go-shutdown", False),
+        ("go-exit", True),
+    ]
+    dropped = data["scenarios"][1]
+    assert dropped["counts"]["signatures"] == {"queue-proxy": 8}
+    assert dropped["logs"]["queue-proxy"] == "error reverse proxying"
+    md = (suite.path / "out/run.md").read_text()
+    assert "### pod-delete-long / go-shutdown" in md and "Pod timeline" in md
+
+
+def _allure_results(directory: Path) -> dict[str, dict]:
+    results = {}
+    for path in directory.glob("*-result.json"):
+        data = json.loads(path.read_text())
+        results[data["name"]] = data
+    return results
+
+
+def test_allure_evidence_per_scenario_and_session_files(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--platform=local", "--alluredir=allure")
+    result.assert_outcomes(passed=2, failed=1)
+    directory = suite.path / "allure"
+    props = dict(
+        line.split("=", 1)
+        for line in (directory / "environment.properties").read_text().splitlines()
+    )
+    assert props["knative.version"] == VERSION
+    assert props["kubernetes.version"] == "none" and props["ingress"] == "none"
+    assert props["platform"] == "local" and props["kind.version"] == "none"
+    assert props["client.pytest"] == pytest.__version__
+    assert props["client.allure-pytest"][0].isdigit()
+    categories = json.loads((directory / "categories.json").read_text())
+    assert [c["name"] for c in categories] == [c["name"] for c in CATEGORIES]
+
+    results = _allure_results(directory)
+    assert set(results) == {"test_good", "test_dropped", "test_control"}
+    for name, data in results.items():
+        attachments = {a["name"]: a for a in data.get("attachments", [])}
+        requests = [a for n, a in attachments.items() if n.startswith("requests ")]
+        assert len(requests) == 1, (name, list(attachments))  # one file, not one per request
+        doc = json.loads((directory / requests[0]["source"]).read_text())
+        assert len(doc["records"]) in (8, 16) and {"class", "signature"} <= set(doc["records"][0])
+        pngs = [a for a in attachments.values() if a["type"] == "image/png"]
+        assert len(pngs) == 1
+        assert (directory / pngs[0]["source"]).read_bytes()[:8] == PNG_MAGIC
+        events = next(a for n, a in attachments.items() if n.startswith("pod events "))
+        assert "SIGTERM user-container" in (directory / events["source"]).read_text()
+        params = {p["name"]: p["value"] for p in data["parameters"]}
+        assert params["scenario"] == "'pod-delete-long'" and params["platform"] == "'local'"
+        assert params["knative"] == f"'{VERSION}'" and params["profile"] == "'quick'"
+        logs = [n for n in attachments if n.startswith("log ")]
+        assert logs == (["log queue-proxy", "log user-container"] if name == "test_dropped" else [])
+    # the failure message lands in the queue-proxy category (allure: first full match wins)
+    message = results["test_dropped"]["statusDetails"]["message"]
+    matching = [
+        c["name"]
+        for c in CATEGORIES
+        if "messageRegex" in c and re.fullmatch(c["messageRegex"], message)
+    ]
+    assert matching and matching[0].startswith("queue-proxy 502s"), message
+
+
+def test_no_allure_files_without_alluredir(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--platform=local")
+    result.assert_outcomes(passed=2, failed=1)
+    written = [p.name for p in suite.path.rglob("*") if p.is_file()]
+    assert not [n for n in written if n.endswith(("-result.json", "-attachment.png"))]
+    assert "environment.properties" not in written and "categories.json" not in written
+
+
+@pytest.mark.parametrize("family", ["xunit1", "xunit2"])
+def test_junit_properties_without_warnings(suite: pytest.Pytester, family: str) -> None:
+    result = suite.runpytest(
+        "--platform=local", "--junitxml=junit.xml", "-o", f"junit_family={family}"
+    )
+    result.assert_outcomes(passed=2, failed=1)  # no "warnings" outcome
+    assert "PytestWarning" not in result.stdout.str()
+    root = ET.parse(suite.path / "junit.xml").getroot()
+    testsuite = root.find("testsuite")
+    assert testsuite is not None
+    suite_props = {
+        p.get("name"): p.get("value") for p in testsuite.findall("./properties/property")
+    }
+    assert suite_props["drain.knative_version"] == VERSION
+    assert suite_props["drain.platform"] == "local"
+    assert suite_props["drain.kubernetes_version"] == "none"
+    assert suite_props["drain.ingress"] == "none"
+    cases = {c.get("name"): c for c in testsuite.findall("testcase")}
+    case_props = {
+        name: {p.get("name"): p.get("value") for p in case.findall("./properties/property")}
+        for name, case in cases.items()
+    }
+    if family == "xunit1":
+        assert case_props["test_dropped"]["drain.pod-delete-long.strict_sli"] == "0.5000"
+        assert case_props["test_good"]["drain.pod-delete-long.requests_ok"] == "8/8"
+        assert case_props["test_control"]["drain.pod-delete-long.expected"] == "caught"
+    else:  # testcase <properties> are not valid xunit2: per-test SLIs go to the suite
+        assert case_props == {name: {} for name in cases}
+        assert suite_props["drain.test_dropped.pod-delete-long.strict_sli"] == "0.5000"
+        assert suite_props["drain.test_good.pod-delete-long.strict_sli"] == "1.0000"
+
+
+def _collected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest(
+        str(ROOT / "conformance"), "--collect-only", "-q", "--platform=local", *args
+    )
+    return [line for line in result.stdout.lines if "::" in line]
+
+
+def test_conformance_markers_and_keywords(pytester: pytest.Pytester) -> None:
+    every = _collected(pytester)
+    assert len(every) == len(SCENARIOS) * len(APPS)
+    underscore = _collected(pytester, "-k", "pod_delete_long")
+    dashed = _collected(pytester, "-k", "pod-delete-long")
+    assert underscore == dashed == [i for i in every if i.endswith("-pod-delete-long]")]
+    assert len(underscore) == len(APPS)
+    fast = _collected(pytester, "-m", "not slow")
+    # not slow: scenarios whose requests end inside queue-proxy's 30 s quiet period
+    assert fast and all("pod-delete-short" in i or "deletion-timeliness" in i for i in fast)
+    assert len(fast) == 2 * len(APPS)
+    one = _collected(pytester, "-k", "pod_delete_long and go_exit")
+    assert one == [i for i in every if i.endswith("[go-exit-pod-delete-long]")]
