@@ -202,3 +202,28 @@ def test_conformance_markers_and_keywords(pytester: pytest.Pytester) -> None:
     assert len(fast) == 2 * len(APPS)
     one = _collected(pytester, "-k", "pod_delete_long and go_exit")
     assert one == [i for i in every if i.endswith("[go-exit-pod-delete-long]")]
+
+
+def test_tox_envs_and_example_workflow_follow_the_catalog() -> None:
+    """`tox -e knative-X.Y` exists for every catalog minor; the CI example pins catalog images."""
+    import configparser
+
+    import yaml
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    section = next(s for s in ini.sections() if s.startswith("testenv:knative-"))
+    assert section == "testenv:knative-{" + ",".join(catalog.minors()) + "}"
+    assert "--knative-version={env:KNATIVE_VERSION}" in ini[section]["commands"]
+    for minor in catalog.minors():
+        assert f"{minor}: KNATIVE_VERSION = {minor}" in ini[section]["setenv"]
+    flow = yaml.safe_load((ROOT / ".github/workflows/conformance.yml").read_text())
+    job = flow["jobs"]["conformance"]
+    cells = job["strategy"]["matrix"]["include"]
+    assert len({c["knative"] for c in cells}) >= 2 and len({c["kubernetes"] for c in cells}) >= 2
+    for cell in cells:
+        release = catalog.resolve(cell["knative"])
+        assert cell["node_image"] == release.kind_node_image
+        assert cell["kubernetes"] == release.kind_node_kubernetes
+    run = " ".join(step.get("run", "") for step in job["steps"])
+    assert "pytest conformance --platform=kind --knative-version=${{ matrix.knative }}" in run
