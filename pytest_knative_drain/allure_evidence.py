@@ -32,7 +32,12 @@ CATEGORIES: list[dict[str, Any]] = [
     },
     {
         "name": "queue-proxy 502s (app dropped in-flight requests)",
-        "messageRegex": r"(?s).*(http_5xx=|\b502\b|queue-proxy).*",
+        "messageRegex": r"(?s).*cut by: [^;]*queue-proxy=.*",
+        "matchedStatuses": ["failed"],
+    },
+    {
+        "name": "activator / ingress 5xx",
+        "messageRegex": r"(?s).*cut by: [^;]*(activator|ingress)=.*",
         "matchedStatuses": ["failed"],
     },
     {

@@ -62,6 +62,7 @@ LABEL_KIND = "knative-drain.kind"
 BASE_RECIPE = 1
 QUEUE_PROXY_RECIPE = 1
 APP_RECIPE = 1
+SHARED_SOURCES = "_src"  # fixtures/apps/_src: the code the app images share
 DEFAULT_APPS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "apps"
 SERVING_MODULE = "knative.dev/serving"
 QUEUE_PROXY_DOCKERFILE = """\
@@ -164,11 +165,18 @@ def _build(
     tag: str,
     labels: dict[str, str],
     buildargs: dict[str, str] | None = None,
+    dockerfile: str = "Dockerfile",
 ) -> Image:
     """``docker build`` (legacy builder) that raises ImagesError with the build log tail."""
     try:
         image, _log = client.images.build(
-            path=path, tag=tag, labels=labels, buildargs=buildargs or {}, rm=True, forcerm=True
+            path=path,
+            dockerfile=dockerfile,
+            tag=tag,
+            labels=labels,
+            buildargs=buildargs or {},
+            rm=True,
+            forcerm=True,
         )
     except docker.errors.BuildError as exc:
         lines = [str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log]
@@ -513,16 +521,26 @@ def ensure_app_image(
     known = fixture_apps()
     if name not in known:
         raise ImagesError(f"unknown fixture app {name!r}; accepted values: {', '.join(known)}")
-    src = apps_dir() / name
+    root = apps_dir()
+    src = root / name
     args = _build_args((src / "Dockerfile").read_text(), base_image)
     base_id = client.images.get(base_image).id
-    digest = inputs_hash("app", APP_RECIPE, name, args, base_id, _tree_digest(src))
+    # the build context is the apps dir: the app's Dockerfile plus the shared sources
+    inputs = [_tree_digest(src), _tree_digest(root / SHARED_SOURCES)]
+    digest = inputs_hash("app", APP_RECIPE, name, args, base_id, inputs)
     tag = f"{APP_REPO}:{name}"
     image = cached_image(client, tag, digest)
     if image is not None:
         return _outcome(image, tag, True, started)
     labels = {LABEL_INPUTS: digest, LABEL_KIND: "app", "knative-drain.app": name}
-    image = _build(client, path=str(src), tag=tag, labels=labels, buildargs=args)
+    image = _build(
+        client,
+        path=str(root),
+        dockerfile=f"{name}/Dockerfile",
+        tag=tag,
+        labels=labels,
+        buildargs=args,
+    )
     return _outcome(image, tag, False, started)
 
 

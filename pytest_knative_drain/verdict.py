@@ -210,10 +210,11 @@ def check_slo(summary: Summary, min_strict_sli: float = 1.0) -> list[str]:
         problems.append(f"{summary.missing} of {summary.planned} planned requests never ran")
     if summary.strict_sli < min_strict_sli:
         detail = ", ".join(f"{c}={n}" for c, n in summary.classes.items() if c != "ok")
+        cut_by = ", ".join(f"{s}={n}" for s, n in summary.signatures.items())
         problems.append(
             f"strict SLI {summary.strict_sli:.4f} < {min_strict_sli} "
-            f"({summary.failures} failed: {detail}; upstream-equivalent "
-            f"{summary.upstream_sli:.4f})"
+            f"({summary.failures} failed: {detail}; cut by: {cut_by or 'none'}; "
+            f"upstream-equivalent {summary.upstream_sli:.4f})"
         )
     return problems
 
