@@ -27,7 +27,7 @@ def report(conformance_run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def conformance_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def conformance_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     out = tmp_path_factory.mktemp("conformance")
     started = time.monotonic()
     proc = subprocess.run(
@@ -51,10 +51,23 @@ def conformance_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=3600,
     )
     (out / "pytest.log").write_text(proc.stdout + proc.stderr)
-    print(proc.stdout[-6000:])
-    print(f"conformance run took {time.monotonic() - started:.0f} s")
+    took = time.monotonic() - started
+    _show(pytestconfig, proc.stdout, took)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
     return out
+
+
+def _show(config: pytest.Config, stdout: str, took: float) -> None:
+    """Put the run's verdict table (with each scenario's duration) in the CI log."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if "knative drain verdicts" in line), None)
+    reporter.write_line("")
+    for line in lines[start : start + 12] if start is not None else lines[-20:]:
+        reporter.write_line(line)
+    reporter.write_line(f"conformance run (10 scenarios) took {took:.0f} s")
 
 
 def _scenarios(report: dict, scenario: str) -> dict[str, dict]:
