@@ -15,6 +15,16 @@ from .runner import ScenarioResult, expectation_problem, run_scenario
 from .scenarios import APPS, SCENARIOS, FixtureApp
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drain_testsuite_properties(request: pytest.FixtureRequest) -> None:
+    """Keep pytest's xunit2-safe testsuite-property writer for the session's end."""
+    try:
+        record = request.getfixturevalue("record_testsuite_property")
+    except pytest.FixtureLookupError:  # -p no:junitxml
+        return
+    request.config.stash[plugin.SUITE_PROPERTY_KEY] = record
+
+
 @pytest.fixture(scope="session")
 def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
     """The resolved ``--knative-version``/``--platform``/... options of this run."""

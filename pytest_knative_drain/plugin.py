@@ -56,16 +56,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.extra_keyword_matches.update(n.replace("-", "_") for n in names if "-" in n)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _drain_testsuite_properties(request: pytest.FixtureRequest) -> None:
-    """Keep pytest's xunit2-safe testsuite-property writer for the session's end."""
-    try:
-        record = request.getfixturevalue("record_testsuite_property")
-    except pytest.FixtureLookupError:  # -p no:junitxml
-        return
-    request.config.stash[SUITE_PROPERTY_KEY] = record
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """After a test ran: its scenario results go to JUnit properties and allure."""
