@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -34,26 +35,58 @@ def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
 @pytest.fixture(scope="session")
 def drain_platform(drain_options: DrainOptions, pytestconfig: pytest.Config) -> Iterator[object]:
     """Bring up the platform once per session; tear it down unless kept."""
-    if drain_options.platform != "local":
-        pytest.fail(
-            f"--platform={drain_options.platform} is not available in this version of "
-            "pytest-knative-drain yet (the kind and existing-cluster platforms are being "
-            "built); use --platform=local",
-            pytrace=False,
-        )
-    from .platforms.local import LocalPlatform
+    from .docker_engine import DockerEngineError
+    from .images import ImagesError
+    from .platforms.cluster import ClusterError
+    from .platforms.local import LocalPlatformError
+
+    infrastructure = (ClusterError, DockerEngineError, ImagesError, LocalPlatformError)
 
     report = pytestconfig.stash[plugin.REPORT_KEY]
-    names = [] if drain_options.app_image else list(APPS)
+    options = drain_options
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    platform = LocalPlatform.provision(
-        drain_options.release,
-        apps=names,
-        run_id=f"run-{uuid.uuid4().hex[:8]}",
-        keep=drain_options.keep,
-        progress=lambda msg: _say(pytestconfig, msg),
-    )
-    _say(pytestconfig, f"local platform ready in {time.monotonic() - started:.1f} s")
+    platform: Any = None
+    failure = ""
+    try:
+        if options.platform == "existing":
+            from .platforms.existing import ExistingPlatform
+
+            platform = ExistingPlatform.connect(
+                options.kubeconfig,
+                options.context,
+                run_id=run_id,
+                release=options.release,
+                allow_cluster_config=options.allow_cluster_config,
+                keep=options.keep,
+                progress=lambda msg: _say(pytestconfig, msg),
+            )
+        elif options.platform == "kind":
+            from .platforms.kind import KindPlatform
+
+            platform = KindPlatform.create(
+                options.release,
+                run_id=run_id,
+                app_image=options.app_image,
+                manifests_dir=options.knative_manifests_dir,
+                keep=options.keep,
+                progress=lambda msg: _say(pytestconfig, msg),
+            )
+        else:
+            from .platforms.local import LocalPlatform
+
+            platform = LocalPlatform.provision(
+                options.release,
+                apps=[] if options.app_image else list(APPS),
+                run_id=run_id,
+                keep=options.keep,
+                progress=lambda msg: _say(pytestconfig, msg),
+            )
+    except infrastructure as exc:  # what is missing (Docker, kind, cluster), no traceback
+        failure = f"--platform={options.platform}: {exc}"
+    if failure:  # outside the except block: no "During handling..." chain in the output
+        pytest.fail(failure, pytrace=False)
+    _say(pytestconfig, f"{options.platform} platform ready in {time.monotonic() - started:.1f} s")
     report.environment.update(platform.describe())
     try:
         yield platform

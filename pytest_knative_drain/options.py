@@ -49,6 +49,20 @@ _OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         None,
     ),
     ("drain_report", "--drain-report", "Write the JSON drain report (and .md) to this path.", None),
+    (
+        "allow_cluster_config",
+        "--allow-cluster-config",
+        "--platform=existing: allow scenarios to change cluster-wide Knative ConfigMaps "
+        "(old values are restored afterwards).",
+        False,
+    ),
+    (
+        "knative_manifests_dir",
+        "--knative-manifests-dir",
+        "Directory holding serving-crds.yaml, serving-core.yaml and kourier.yaml of the "
+        "release (air-gapped clusters); default: download from the release URLs.",
+        None,
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -66,6 +80,8 @@ class DrainOptions:
     keep: bool
     app_image: str | None
     drain_report: Path | None
+    allow_cluster_config: bool = False
+    knative_manifests_dir: Path | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -74,7 +90,10 @@ def add_options(parser: pytest.Parser) -> None:
     for dest, flag, help_text, default in _OPTIONS:
         if flag is not None:
             shown = f" Default: {default}." if default is not None else ""
-            group.addoption(flag, dest=dest, default=None, help=f"{help_text}{shown}")
+            if isinstance(default, bool):  # a switch: present = on
+                group.addoption(flag, dest=dest, action="store_true", default=None, help=help_text)
+            else:
+                group.addoption(flag, dest=dest, default=None, help=f"{help_text}{shown}")
         ini_type = "bool" if isinstance(default, bool) else "string"
         parser.addini(dest, help_text, type=ini_type, default=default)
 
@@ -111,7 +130,22 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         keep=bool(_raw(config, "keep_cluster")),
         app_image=_raw(config, "app_image"),
         drain_report=Path(report) if report else None,
+        allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
+        knative_manifests_dir=_manifests_dir(config),
     )
+
+
+def _manifests_dir(config: pytest.Config) -> Path | None:
+    value = _raw(config, "knative_manifests_dir")
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        raise pytest.UsageError(
+            f"--knative-manifests-dir={value}: not a directory; it must hold serving-crds.yaml, "
+            "serving-core.yaml and kourier.yaml (or ini key 'knative_manifests_dir')"
+        )
+    return path
 
 
 def _choice(

@@ -125,7 +125,12 @@ def run_scenario(
     events = [load.Event("delete pod", plan.trigger_at_s, target.delete)]
     bound = plan.last_request_end_s + plan.timeout_seconds + 60  # never run unbounded
     result = load.run_schedule_sync(
-        target.url, batches, events, expect_body="slept", deadline_s=bound
+        target.url,
+        batches,
+        events,
+        expect_body="slept",
+        deadline_s=bound,
+        headers=getattr(target, "headers", None),  # Host of the ksvc behind a cluster ingress
     )
     termination = target.wait_gone(plan.timeout_seconds + 60)
     summary = verdict.summarize(result.records, planned=plan.planned)

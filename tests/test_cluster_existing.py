@@ -123,3 +123,18 @@ def test_fails_fast_on_unreachable_cluster_or_bad_kubeconfig(kube, tmp_path) -> 
     assert time.monotonic() - started < 10
     with pytest.raises(ClusterError, match=r"cannot load --kubeconfig=.*missing --context=nope"):
         ExistingPlatform.connect(tmp_path / "missing", "nope", run_id="r")
+
+
+def test_pod_needs_a_pullable_image_and_targets_the_ingress(kube, knative_ns) -> None:
+    platform = _connect(kube, ingress_port=18080)
+    with pytest.raises(ClusterError, match=r"--app-image=REGISTRY/NAME:TAG") as err:
+        platform.pod("python-gunicorn-exec", None, 30)
+    assert "in no registry your cluster can pull from" in str(err.value)
+    target = platform.pod("custom", "registry.example/app:1", 45)
+    assert target.spec.name == "drain-custom"
+    assert target.spec.image == "registry.example/app:1"
+    assert target.spec.timeout_seconds == 45
+    assert target.url == "http://127.0.0.1:18080"
+    assert target.namespace is None  # nothing is created before the test enters it
+    assert "127.0.0.1:18080" in platform.describe()["ingress"]
+    platform.close()

@@ -99,10 +99,24 @@ def test_drain_app_is_parametrized_over_fixture_apps(pytester: pytest.Pytester) 
     assert "go-exit" not in result.stdout.str()
 
 
-def test_cluster_platforms_fail_with_a_clear_message(pytester: pytest.Pytester) -> None:
+def test_cluster_platforms_fail_with_a_clear_message(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile("def test_run(drain): drain.run('pod-delete-long')")
-    result = pytester.runpytest("--platform=kind", "-k", "exec")
+    monkeypatch.setenv("PATH", str(pytester.path))  # no kind here, even where CI has one
+    # No kind binary on this PATH: the kind platform names the binary and version it needs.
+    result = pytester.runpytest("--platform=kind", "-k", "exec", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
-    assert "--platform=kind is not available" in out
-    assert "Traceback" not in out
+    assert "--platform=kind needs the kind binary >= 0.22.0" in out
+    assert "not found on PATH" in out
+    assert "Traceback" not in out and "During handling" not in out
+    # No kubeconfig: the existing platform names the file it could not load.
+    missing = pytester.path / "no-such-kubeconfig"
+    result = pytester.runpytest(
+        "--platform=existing", f"--kubeconfig={missing}", "-k", "exec", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert f"cannot load --kubeconfig={missing}" in out
+    assert "Traceback" not in out and "During handling" not in out

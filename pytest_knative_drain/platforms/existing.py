@@ -21,13 +21,18 @@ from .cluster import (
     SERVING_NAMESPACE,
     ClusterError,
     ConfigMapPatch,
+    KsvcSpec,
     Namespaces,
     Progress,
     api_client,
     knative_serving_version,
 )
+from .knative_pod import KnativePod
 
 ALLOW_OPTION = "--allow-cluster-config"
+#: Where the cluster's ingress must answer on this host (e.g. ``kubectl port-forward -n
+#: kourier-system svc/kourier 31080:80``); the kind platform maps Kourier's NodePort here.
+DEFAULT_INGRESS_PORT = 31080
 
 
 class ClusterConfigRefused(ClusterError):
@@ -50,8 +55,12 @@ class ExistingPlatform:
         keep: bool = False,
         progress: Progress = _print,
         facts: dict[str, Any] | None = None,
+        ingress_port: int = DEFAULT_INGRESS_PORT,
+        app_images: dict[str, str] | None = None,
     ) -> None:
         self.api = api
+        self.ingress_port = ingress_port
+        self.app_images = dict(app_images or {})
         self.run_id = run_id
         self.allow_cluster_config = allow_cluster_config
         self.keep = keep
@@ -71,6 +80,7 @@ class ExistingPlatform:
         keep: bool = False,
         progress: Progress = _print,
         timeout_s: float = 15.0,
+        ingress_port: int = DEFAULT_INGRESS_PORT,
     ) -> ExistingPlatform:
         """Connect (bounded), detect versions, and fail fast with a clear message if unusable."""
         api = api_client(kubeconfig, context)
@@ -126,6 +136,7 @@ class ExistingPlatform:
             keep=keep,
             progress=progress,
             facts=facts,
+            ingress_port=ingress_port,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -133,6 +144,7 @@ class ExistingPlatform:
         return {
             "platform": "existing",
             "allow_cluster_config": self.allow_cluster_config,
+            "ingress": f"127.0.0.1:{self.ingress_port} with the Knative Service Host header",
             **self.facts,
         }
 
@@ -149,11 +161,28 @@ class ExistingPlatform:
             )
         return ConfigMapPatch(self.api, name, data, namespace=namespace, progress=self.progress)
 
-    def pod(self, app: str, image: str | None, timeout_seconds: int) -> Any:
-        """Not available yet: Knative Service targets on clusters come in a later version."""
-        raise ClusterError(
-            "--platform=existing: running scenarios (Knative Service per test, pod triggers) "
-            "is not implemented in this version yet; use --platform=local"
+    def pod(self, app: str, image: str | None, timeout_seconds: int) -> KnativePod:
+        """A not-yet-started Knative Service of ``app`` in its own namespace (a context manager).
+
+        ``image`` is the user's ``--app-image``; fixture apps need ``app_images`` naming
+        where they were pushed, since their locally built images are in no registry.
+        """
+        chosen = image or self.app_images.get(app)
+        if not chosen:
+            raise ClusterError(
+                f"--platform=existing: no image for app {app!r}. The fixture apps are built "
+                "locally and are in no registry your cluster can pull from: pass your own "
+                "image with --app-image=REGISTRY/NAME:TAG (pushed where the cluster pulls), "
+                "or push the fixture images and give their names to ExistingPlatform(app_images=)"
+            )
+        spec = KsvcSpec(name=_service_name(app), image=chosen, timeout_seconds=timeout_seconds)
+        return KnativePod(
+            self.api,
+            spec,
+            namespaces=self.namespaces,
+            ingress_port=self.ingress_port,
+            progress=self.progress,
+            keep=self.keep,
         )
 
     def close(self) -> None:
@@ -164,3 +193,9 @@ class ExistingPlatform:
 def kubernetes_version_timeout(api: k8s.ApiClient, timeout_s: float) -> str:
     """``/version`` with a request timeout, so an unreachable server fails fast."""
     return k8s.VersionApi(api).get_code(_request_timeout=timeout_s).git_version
+
+
+def _service_name(app: str) -> str:
+    """A DNS-label Service name for an app name ("custom", "py-graceful", ...)."""
+    name = "".join(c if c.isalnum() else "-" for c in app.lower()).strip("-")[:40]
+    return f"drain-{name or 'app'}"

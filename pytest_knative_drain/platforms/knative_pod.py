@@ -1,0 +1,473 @@
+"""A Knative revision pod on a real cluster: the cluster twin of ``local.LocalPod``.
+
+Same interface as LocalPod (``url``, ``headers``, ``events``, ``delete``, ``wait_gone``,
+``collect_logs``, ``logs``, context manager) so the runner does not care where pods run.
+Per test: a namespace, a Knative Service rendered from ``KsvcSpec``, a wait for the
+Service's Ready condition, then the revision pod (label ``serving.knative.dev/service``).
+A pod watch records the timeline (phase, readiness, deletionTimestamp, container states);
+deletion is CoreV1 ``delete_namespaced_pod`` with a grace period, and the pod is gone when
+the API server no longer has the object. Requests go to the ingress on 127.0.0.1 with the
+Service's host in a Host header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from .cluster import (
+    Applier,
+    ClusterError,
+    KsvcSpec,
+    Namespaces,
+    Progress,
+    render_ksvc,
+    wait_until,
+)
+
+SERVICE_LABEL = "serving.knative.dev/service"
+CONTAINERS = ("queue-proxy", "user-container")
+READY_TIMEOUT_S = 300.0
+SIGKILL_EXIT = 137  # 128 + 9: what kubelet reports for a container killed at grace end
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """One step of a pod's life as the API server reported it, stamped like the records."""
+
+    pod: str
+    name: str
+    mono: float
+    wall: float
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pod": self.pod,
+            "name": self.name,
+            "mono": self.mono,
+            "wall": self.wall,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Termination:
+    """How a deletion went: when it was asked for, when the object was gone, what was killed."""
+
+    t0_mono: float
+    grace_s: float
+    gone_mono: float | None = None
+    killed: list[str] = field(default_factory=list)
+
+    @property
+    def gone_after_s(self) -> float | None:
+        return None if self.gone_mono is None else self.gone_mono - self.t0_mono
+
+
+# -- watch -> timeline ----------------------------------------------------------------------
+def _ready(pod: k8s.V1Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _container_states(pod: k8s.V1Pod) -> dict[str, tuple[str, str, bool]]:
+    """container name -> (state, detail, ready)."""
+    out: dict[str, tuple[str, str, bool]] = {}
+    for status in (pod.status.container_statuses if pod.status else None) or []:
+        state = status.state
+        if state is None:
+            continue
+        if state.terminated is not None:
+            t = state.terminated
+            detail = f"exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
+            out[status.name] = ("terminated", detail, bool(status.ready))
+        elif state.running is not None:
+            out[status.name] = ("running", "", bool(status.ready))
+        elif state.waiting is not None:
+            out[status.name] = ("waiting", state.waiting.reason or "", bool(status.ready))
+    return out
+
+
+def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[str, str]]:
+    """(event name, detail) for what changed between two observations of one pod.
+
+    ``kind`` is the watch event type (ADDED, MODIFIED, DELETED).
+    """
+    if kind == "DELETED":
+        return [("gone", "pod object removed from the API server")]
+    changes: list[tuple[str, str]] = []
+    if old is None:
+        changes.append(("observed", f"phase {new.status.phase if new.status else None}"))
+    old_phase = old.status.phase if old is not None and old.status else None
+    new_phase = new.status.phase if new.status else None
+    if old is not None and new_phase != old_phase:
+        changes.append((f"phase {new_phase}", f"was {old_phase}"))
+    if (old is None and _ready(new)) or (old is not None and _ready(old) != _ready(new)):
+        changes.append(("ready" if _ready(new) else "not ready", "pod condition Ready"))
+    if new.metadata.deletion_timestamp is not None and (
+        old is None or old.metadata.deletion_timestamp is None
+    ):
+        grace = new.metadata.deletion_grace_period_seconds
+        changes.append(
+            (
+                "deletionTimestamp set",
+                f"deletionGracePeriodSeconds={grace}, at {new.metadata.deletion_timestamp}",
+            )
+        )
+    before = _container_states(old) if old is not None else {}
+    for name, (state, detail, ready) in sorted(_container_states(new).items()):
+        prev = before.get(name)
+        if prev is None or prev[0] != state or (state == "terminated" and prev[1] != detail):
+            changes.append((f"{name} {state}", detail))
+        if prev is not None and prev[2] != ready:
+            changes.append((f"{name} {'ready' if ready else 'not ready'}", ""))
+    return changes
+
+
+class PodWatch:
+    """Watches the pods matching ``selector`` in ``namespace`` on a thread; records events.
+
+    Each watch request is bounded (``timeout_seconds``) and resumed from the last
+    resourceVersion until ``stop()``; a 410 Gone restarts from a fresh list.
+    """
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        namespace: str,
+        selector: str,
+        *,
+        request_timeout_s: int = 5,
+    ) -> None:
+        self.core = k8s.CoreV1Api(api)
+        self.namespace = namespace
+        self.selector = selector
+        self.request_timeout_s = request_timeout_s
+        self.events: list[PodEvent] = []
+        self.errors: list[str] = []
+        self.gone: set[str] = set()
+        self._last: dict[str, k8s.V1Pod] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._watch: k8s_watch.Watch | None = None
+        self._version = ""
+        self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+
+    def start(self) -> PodWatch:
+        """List (so nothing before the watch is missed), then watch from that version."""
+        self._version = self._list()
+        self._thread.start()
+        return self
+
+    def _list(self) -> str:
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        for pod in listed.items:
+            self._observe("ADDED", pod)
+        return listed.metadata.resource_version or ""
+
+    def stop(self) -> None:
+        """End the watch (bounded: the current request ends within its timeout)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(self.request_timeout_s + 5)
+
+    def _record(self, pod: str, name: str, detail: str) -> None:
+        self.events.append(PodEvent(pod, name, time.monotonic(), time.time(), detail))
+
+    def _run(self) -> None:
+        version = self._version
+        while not self._stop.is_set():
+            self._watch = k8s_watch.Watch()
+            try:
+                kwargs: dict[str, Any] = {
+                    "label_selector": self.selector,
+                    "timeout_seconds": self.request_timeout_s,
+                    "_request_timeout": self.request_timeout_s + 10,
+                    "allow_watch_bookmarks": False,
+                }
+                if not version:
+                    version = self._list()
+                kwargs["resource_version"] = version
+                for item in self._watch.stream(
+                    self.core.list_namespaced_pod, self.namespace, **kwargs
+                ):
+                    if item["type"] == "ERROR":  # a Status the client did not raise for
+                        self.errors.append(f"watch: {item.get('raw_object')}")
+                        version = ""
+                        break
+                    pod: k8s.V1Pod = item["object"]
+                    version = pod.metadata.resource_version or version
+                    self._observe(item["type"], pod)
+                    if self._stop.is_set():
+                        break
+                version = self._watch.resource_version or version
+            except ApiException as exc:
+                if exc.status == 410:  # our resourceVersion is too old: list again
+                    version = ""
+                    continue
+                self.errors.append(f"watch: {exc.status} {exc.reason}")
+                self._stop.wait(1)
+            except (Urllib3Error, OSError) as exc:
+                self.errors.append(f"watch: {exc}")
+                self._stop.wait(1)
+
+    def _observe(self, kind: str, pod: k8s.V1Pod) -> None:
+        name = pod.metadata.name
+        with self._changed:
+            for event, detail in pod_changes(self._last.get(name), pod, kind):
+                self._record(name, event, detail)
+            if kind == "DELETED":
+                self.gone.add(name)
+                self._last.pop(name, None)
+            else:
+                self._last[name] = pod
+            self._changed.notify_all()
+
+    def last(self, name: str) -> k8s.V1Pod | None:
+        """The latest observation of pod ``name`` (None before the first or after gone)."""
+        with self._lock:
+            return self._last.get(name)
+
+    def wait_gone(self, name: str, timeout_s: float) -> bool:
+        """True once the watch saw pod ``name`` deleted, False after ``timeout_s``."""
+        end = time.monotonic() + timeout_s
+        with self._changed:
+            while name not in self.gone:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 1.0))
+        return True
+
+
+# -- the pod target ------------------------------------------------------------------------
+class KnativePod:
+    """One Knative Service (and its revision pod) per test on a cluster; removed on exit."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        spec: KsvcSpec,
+        *,
+        namespaces: Namespaces,
+        ingress_port: int,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        progress: Progress = _quiet,
+        keep: bool = False,
+    ) -> None:
+        spec.check()
+        self.api = api
+        self.core = k8s.CoreV1Api(api)
+        self.spec = spec
+        self.namespaces = namespaces
+        self.ingress_port = ingress_port
+        self.ready_timeout_s = ready_timeout_s
+        self.progress = progress
+        self.keep = keep
+        self.namespace: str | None = None
+        self.name: str | None = None  # the pod under test, once Ready
+        self.host: str | None = None
+        self.termination: Termination | None = None
+        self.logs: dict[str, str] = {}
+        self._own_events: list[PodEvent] = []
+        self._watch: PodWatch | None = None
+        self._applier: Applier | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> KnativePod:
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    @property
+    def events(self) -> list[PodEvent]:
+        """Our own steps and the watch's observations, in time order."""
+        watched = list(self._watch.events) if self._watch is not None else []
+        return sorted(self._own_events + watched, key=lambda e: e.mono)
+
+    def event(self, name: str, detail: str = "") -> PodEvent:
+        ev = PodEvent(self.name or self.spec.name, name, time.monotonic(), time.time(), detail)
+        self._own_events.append(ev)
+        return ev
+
+    def start(self) -> None:
+        """Namespace, watch, Knative Service; wait until it is Ready and its pod is Ready."""
+        self.namespace = self.namespaces.create("drain")
+        self._watch = PodWatch(
+            self.api, self.namespace, f"{SERVICE_LABEL}={self.spec.name}"
+        ).start()
+        self._applier = Applier(self.api, progress=self.progress)
+        [ref] = self._applier.apply([render_ksvc(self.spec, self.namespace)])
+        self.event("ksvc applied", f"{ref}")
+        applier = self._applier
+
+        def service_ready() -> str | None:
+            status = applier.get(ref).get("status") or {}
+            conditions = status.get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if ready is None or ready.get("status") != "True":
+                why = "no Ready condition yet (is the Knative controller running?)"
+                if ready is not None:
+                    why = f"Ready={ready.get('status')} {ready.get('reason') or ''}: " + (
+                        ready.get("message") or ""
+                    )
+                return f"{ref}: {why}"
+            self.host = urlparse(status.get("url") or "").hostname
+            return None
+
+        wait_until(
+            service_ready,
+            f"Knative Service {self.namespace}/{self.spec.name} Ready",
+            timeout_s=self.ready_timeout_s,
+            progress=self.progress,
+        )
+        self.name = self._find_pod()
+        self.event("ready", f"pod {self.name}, host {self.host}")
+
+    def _find_pod(self, timeout_s: float = 60.0) -> str:
+        found: list[str] = []
+        assert self.namespace is not None
+
+        def check() -> str | None:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"{SERVICE_LABEL}={self.spec.name}"
+            ).items
+            ready = [p for p in pods if _ready(p) and p.metadata.deletion_timestamp is None]
+            if not ready:
+                return f"no Ready pod with {SERVICE_LABEL}={self.spec.name} ({len(pods)} pods)"
+            found.append(sorted(p.metadata.name for p in ready)[0])
+            return None
+
+        wait_until(
+            check, f"revision pod of {self.spec.name}", timeout_s=timeout_s, progress=self.progress
+        )
+        return found[-1]
+
+    @property
+    def url(self) -> str:
+        """The ingress (Kourier NodePort on kind) on loopback; the Host header picks the ksvc."""
+        return f"http://127.0.0.1:{self.ingress_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Host of the Knative Service (its status.url host, else <svc>.<ns>.svc default)."""
+        return {"Host": self.host or f"{self.spec.name}.{self.namespace}.127.0.0.1.sslip.io"}
+
+    # -- deletion ------------------------------------------------------------------------
+    def delete(self, grace_s: float | None = None) -> Termination:
+        """Ask the API server to delete the pod (grace: the pod's own unless given)."""
+        if self.name is None or self.namespace is None:
+            raise ClusterError("delete() before the pod was found (start() first)")
+        grace = grace_s
+        if grace is None:
+            pod = self._watch.last(self.name) if self._watch else None
+            spec_grace = pod.spec.termination_grace_period_seconds if pod is not None else None
+            grace = float(spec_grace if spec_grace is not None else self.spec.timeout_seconds)
+        how = (
+            f"grace_period_seconds={grace_s:g}"
+            if grace_s is not None
+            else f"pod's own terminationGracePeriodSeconds={grace:g}"
+        )
+        t0 = self.event("delete", how)
+        self.termination = Termination(t0_mono=t0.mono, grace_s=float(grace))
+        kwargs: dict[str, Any] = {}
+        if grace_s is not None:
+            kwargs["grace_period_seconds"] = int(grace_s)
+        try:
+            self.core.delete_namespaced_pod(self.name, self.namespace, **kwargs)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ClusterError(
+                    f"delete pod {self.namespace}/{self.name}: {exc.status} {exc.reason}"
+                ) from None
+        return self.termination
+
+    def wait_gone(self, timeout_s: float | None = None) -> Termination:
+        """Block until the pod object is gone from the API server (bounded)."""
+        if self.termination is None or self.name is None or self.namespace is None:
+            raise ClusterError(f"pod {self.name} was never deleted")
+        limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
+        assert self._watch is not None
+        if not self._watch.wait_gone(self.name, limit) and not self._absent():
+            raise ClusterError(
+                f"pod {self.namespace}/{self.name} still exists {limit:.0f} s after delete "
+                f"(grace {self.termination.grace_s:g} s; is the node's kubelet running?)"
+            )
+        gone = [e for e in self._watch.events if e.pod == self.name and e.name == "gone"]
+        self.termination.gone_mono = gone[-1].mono if gone else time.monotonic()
+        self.termination.killed = sorted(
+            {
+                e.name.rsplit(" ", 1)[0]
+                for e in self._watch.events
+                if e.pod == self.name
+                and e.name.endswith(" terminated")
+                and e.detail.startswith(f"exit code {SIGKILL_EXIT}")
+            }
+        )
+        return self.termination
+
+    def _absent(self) -> bool:
+        try:
+            self.core.read_namespaced_pod(self.name, self.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    # -- evidence and cleanup ------------------------------------------------------------
+    def collect_logs(self, tail: int = 400) -> dict[str, str]:
+        """queue-proxy and user-container logs of the pod, and the namespace's events."""
+        if self.namespace is None:
+            return self.logs
+        if self.name is not None:
+            for container in CONTAINERS:
+                try:
+                    self.logs[container] = self.core.read_namespaced_pod_log(
+                        self.name, self.namespace, container=container, tail_lines=tail
+                    )
+                except (ApiException, Urllib3Error, OSError) as exc:
+                    reason = getattr(exc, "reason", None) or exc
+                    self.logs.setdefault(container, f"(no log: {reason})")
+        try:
+            items = self.core.list_namespaced_event(self.namespace).items
+            lines = [
+                f"{e.last_timestamp or e.event_time or ''} {e.type} {e.reason} "
+                f"{e.involved_object.kind}/{e.involved_object.name}: {e.message}"
+                for e in items
+            ]
+            self.logs["events"] = "\n".join(lines)
+        except (ApiException, Urllib3Error, OSError) as exc:
+            self.logs["events"] = f"(no events: {exc})"
+        return self.logs
+
+    def remove(self) -> None:
+        """Stop the watch, collect logs, delete the namespace (unless kept)."""
+        if self._watch is not None:
+            self._watch.stop()
+        if self._applier is not None:
+            self._applier.close()
+        with contextlib.suppress(ClusterError):
+            self.collect_logs()
+        if self.namespace is not None and not self.keep:
+            self.namespaces.delete(self.namespace)

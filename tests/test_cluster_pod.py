@@ -1,0 +1,196 @@
+"""The cluster pod target against a real kube-apiserver (no kubelet, no Knative controllers).
+
+What the API server alone decides is asserted as it is: a Knative Service nobody reconciles
+never becomes Ready; deleting a pod bound to a node with a grace period only sets
+deletionTimestamp (verified here: the object stays, since no kubelet confirms the end);
+grace 0 removes the object at once; an unbound pod is removed at once whatever the grace.
+Where a test needs what Knative's controller or kubelet would write (the Service's Ready
+condition, a pod bound to a node and Ready), it writes exactly that through the status
+subresources, the way those components do, and says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import test_cluster_apiserver as base
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from tenacity import retry, stop_after_delay, wait_fixed
+
+from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, Namespaces
+from pytest_knative_drain.platforms.knative_pod import KnativePod, pod_changes
+
+# The API server, its client and Knative 1.14.2's CRDs: the same session fixtures.
+kube, api, serving_src, caching_src, knative_core = (
+    base.kube, base.api, base.serving_src, base.caching_src, base.knative_core
+)  # fmt: skip
+
+SPEC = KsvcSpec(name="sleeper", image="dev.local/sleeper:1", timeout_seconds=30)
+
+
+def _play_knative_and_kubelet(api: k8s.ApiClient, target: KnativePod, errors: list) -> None:
+    """Write what Knative's controller and kubelet would: ksvc Ready, one Ready pod."""
+    try:
+        core = k8s.CoreV1Api(api)
+
+        @retry(stop=stop_after_delay(20), wait=wait_fixed(0.2), reraise=True)
+        def ksvc_exists() -> None:
+            assert target.namespace is not None
+            k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+                "serving.knative.dev", "v1", target.namespace, "services", SPEC.name
+            )
+
+        ksvc_exists()
+        ns = target.namespace
+        core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+        pod = {
+            "metadata": {"name": "sleeper-00001-deployment-abc", "labels": {
+                "serving.knative.dev/service": SPEC.name}},
+            "spec": {
+                "nodeName": "node-a",  # bound: deletion then waits for a kubelet
+                "terminationGracePeriodSeconds": SPEC.timeout_seconds,
+                "containers": [
+                    {"name": "user-container", "image": SPEC.image},
+                    {"name": "queue-proxy", "image": "queue"},
+                ],
+            },
+        }  # fmt: skip
+        core.create_namespaced_pod(ns, pod)
+        time.sleep(0.3)
+        running = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+        core.patch_namespaced_pod_status(
+            pod["metadata"]["name"],
+            ns,
+            {
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [
+                        {"name": c, "image": "i", "imageID": "", "ready": True,
+                         "restartCount": 0, "state": running}
+                        for c in ("queue-proxy", "user-container")
+                    ],
+                }
+            },
+        )  # fmt: skip
+        k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            "serving.knative.dev",
+            "v1",
+            ns,
+            "services",
+            SPEC.name,
+            {
+                "status": {
+                    "url": f"http://{SPEC.name}.{ns}.example.com",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                }
+            },
+        )
+    except Exception as exc:  # noqa: BLE001 - surfaced by the test
+        errors.append(exc)
+
+
+def test_unreconciled_ksvc_times_out_naming_the_condition(knative_core, api) -> None:
+    namespaces = Namespaces(api, "run-pod")
+    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"Ready: not ready after 2 s") as err, target:
+        pass
+    assert time.monotonic() - started < 20
+    assert "no Ready condition yet (is the Knative controller running?)" in str(err.value)
+    # Cleanup ran: the namespace is being deleted and the watch thread ended.
+    ns = k8s.CoreV1Api(api).read_namespace(target.namespace)
+    assert ns.metadata.deletion_timestamp is not None
+    assert not target._watch._thread.is_alive()
+
+
+def test_pod_target_timeline_delete_grace_and_wait_gone(knative_core, api) -> None:
+    namespaces = Namespaces(api, "run-pod")
+    core = k8s.CoreV1Api(api)
+    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    errors: list = []
+    helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
+    helper.start()
+    with target:
+        helper.join(30)
+        assert not errors
+        assert target.name == "sleeper-00001-deployment-abc"
+        assert target.url == "http://127.0.0.1:31080"
+        assert target.headers == {"Host": f"sleeper.{target.namespace}.example.com"}
+
+        term = target.delete(grace_s=30)
+        assert term.grace_s == 30
+        # The API server sets deletionTimestamp; with no kubelet the pod object stays.
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=r"still exists 1 s after delete \(grace 30 s"):
+            target.wait_gone(1)
+        assert 0.9 < time.monotonic() - started < 5
+        live = core.read_namespaced_pod(target.name, target.namespace)
+        assert live.metadata.deletion_grace_period_seconds == 30
+
+        # kubelet would report the SIGKILLed container, then confirm with grace 0.
+        core.patch_namespaced_pod_status(
+            target.name,
+            target.namespace,
+            {"status": {"containerStatuses": [
+                {"name": "user-container", "image": "i", "imageID": "", "ready": False,
+                 "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "Error"}}},
+                {"name": "queue-proxy", "image": "i", "imageID": "", "ready": False,
+                 "restartCount": 0, "state": {"terminated": {"exitCode": 0,
+                                                             "reason": "Completed"}}},
+            ]}},
+        )  # fmt: skip
+        target.delete(grace_s=0)
+        term = target.wait_gone(10)
+        assert term.gone_after_s is not None and 0 <= term.gone_after_s < 10
+        assert term.killed == ["user-container"]
+        with pytest.raises(ApiException) as gone:
+            core.read_namespaced_pod(target.name, target.namespace)
+        assert gone.value.status == 404
+        names = [e.name for e in target.events if e.pod == target.name]
+    for expected in (
+        "observed",
+        "ready",
+        "queue-proxy running",
+        "user-container running",
+        "delete",
+        "deletionTimestamp set",
+        "user-container terminated",
+        "queue-proxy terminated",
+        "gone",
+    ):
+        assert expected in names, (expected, names)
+    assert names.index("deletionTimestamp set") < names.index("user-container terminated")
+    assert names.index("user-container terminated") < names.index("gone")
+    mono = [e.mono for e in target.events]
+    assert mono == sorted(mono)
+    assert "events" in target.logs and "(no log" in target.logs["user-container"]
+
+
+def test_unbound_pod_is_removed_at_once_whatever_the_grace(api) -> None:
+    """An API-server fact the timeline relies on: no node, no graceful deletion."""
+    core = k8s.CoreV1Api(api)
+    with Namespaces(api, "run-pod").scoped("unbound") as ns:
+        core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        core.create_namespaced_pod(ns, pod)
+        core.delete_namespaced_pod("p", ns, grace_period_seconds=30)
+        with pytest.raises(ApiException) as gone:
+            core.read_namespaced_pod("p", ns)
+        assert gone.value.status == 404
+
+
+def test_pod_changes_reports_only_what_changed() -> None:
+    meta = k8s.V1ObjectMeta(name="p")
+    old = k8s.V1Pod(metadata=meta, status=k8s.V1PodStatus(phase="Running"))
+    assert pod_changes(old, old, "MODIFIED") == []
+    assert pod_changes(old, old, "DELETED")[0][0] == "gone"
+    new = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="p", deletion_grace_period_seconds=0, deletion_timestamp=1),
+        status=k8s.V1PodStatus(phase="Failed"),
+    )
+    names = [n for n, _ in pod_changes(old, new, "MODIFIED")]
+    assert names == ["phase Failed", "deletionTimestamp set"]
