@@ -16,7 +16,7 @@ from misbehaving_servers import LoopbackServer
 from pytest_knative_drain import catalog, load, verdict
 from pytest_knative_drain.allure_evidence import requests_document
 from pytest_knative_drain.options import DrainOptions
-from pytest_knative_drain.platforms.local import PodEvent
+from pytest_knative_drain.platforms.pod import PodEvent
 from pytest_knative_drain.report import DrainReport
 from pytest_knative_drain.runner import ScenarioResult, judge_result
 from pytest_knative_drain.scenarios import SCENARIOS

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,6 +32,7 @@ from .cluster import (
     render_ksvc,
     wait_until,
 )
+from .pod import PodEvent, Termination
 
 SERVICE_LABEL = "serving.knative.dev/service"
 CONTAINERS = ("queue-proxy", "user-container")
@@ -42,40 +42,6 @@ SIGKILL_EXIT = 137  # 128 + 9: what kubelet reports for a container killed at gr
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class PodEvent:
-    """One step of a pod's life as the API server reported it, stamped like the records."""
-
-    pod: str
-    name: str
-    mono: float
-    wall: float
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pod": self.pod,
-            "name": self.name,
-            "mono": self.mono,
-            "wall": self.wall,
-            "detail": self.detail,
-        }
-
-
-@dataclass
-class Termination:
-    """How a deletion went: when it was asked for, when the object was gone, what was killed."""
-
-    t0_mono: float
-    grace_s: float
-    gone_mono: float | None = None
-    killed: list[str] = field(default_factory=list)
-
-    @property
-    def gone_after_s(self) -> float | None:
-        return None if self.gone_mono is None else self.gone_mono - self.t0_mono
 
 
 # -- watch -> timeline ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -30,6 +30,7 @@ from docker.models.containers import Container
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ..catalog import Release
+from .pod import PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012
 QUEUE_ADMIN_PORT = 8022  # networking.QueueAdminPort
@@ -95,42 +96,6 @@ class RevisionSpec:
             "ROOT_CA": "",
             "ENABLE_MULTI_CONTAINER_PROBES": "false",
         }
-
-
-@dataclass(frozen=True)
-class PodEvent:
-    """One step of a pod's life, stamped like the request records."""
-
-    pod: str
-    name: str
-    mono: float
-    wall: float
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pod": self.pod,
-            "name": self.name,
-            "mono": self.mono,
-            "wall": self.wall,
-            "detail": self.detail,
-        }
-
-
-@dataclass
-class Termination:
-    """How a deletion went: when it started, when the pod was gone, what was killed."""
-
-    t0_mono: float
-    grace_s: float
-    gone_mono: float | None = None
-    killed: list[str] = field(default_factory=list)
-    prestop_s: float | None = None
-    prestop_status: int | None = None
-
-    @property
-    def gone_after_s(self) -> float | None:
-        return None if self.gone_mono is None else self.gone_mono - self.t0_mono
 
 
 class LocalPod:

@@ -1,0 +1,43 @@
+"""What every platform's pod target reports: its timeline and how its deletion went.
+
+The runner only needs these two shapes, whether the pod is emulated on Docker
+(local) or a real Knative revision pod watched through the API server (cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """One step of a pod's life, stamped like the request records (monotonic + wall)."""
+
+    pod: str
+    name: str
+    mono: float
+    wall: float
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Termination:
+    """How a deletion went: when it was asked for, when the pod was gone, what was killed.
+
+    ``prestop_*`` are known only where the platform runs the preStop hook itself (local).
+    """
+
+    t0_mono: float
+    grace_s: float
+    gone_mono: float | None = None
+    killed: list[str] = field(default_factory=list)
+    prestop_s: float | None = None
+    prestop_status: int | None = None
+
+    @property
+    def gone_after_s(self) -> float | None:
+        return None if self.gone_mono is None else self.gone_mono - self.t0_mono
