@@ -26,6 +26,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -39,7 +40,11 @@ USER_PORT = 8080
 DRAIN_PATH = "/wait-for-drain"  # queue.RequestQueueDrainPath
 KUBELET_MIN_GRACE_S = 2.0  # kubelet's minimumGracePeriodInSeconds after a preStop
 PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy readiness
-LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
+LABEL = "knative-drain.run"
+_WAIT_TIMEOUT = (
+    requests.exceptions.ReadTimeout,
+    requests.exceptions.ConnectionError,
+)  # every container we create carries it, for sweeping
 
 
 class LocalPlatformError(RuntimeError):
@@ -287,12 +292,21 @@ class LocalPod:
         try:
             result = container.wait(timeout=max(deadline - time.monotonic(), 0.01))
             self.event(f"{role} exited", f"exit code {result.get('StatusCode')}")
-        except Exception:  # noqa: BLE001 - the docker SDK raises requests' timeout types
-            self._signal(role, "SIGKILL")
-            assert self.termination is not None
-            self.termination.killed.append(role)
+            return
+        except _WAIT_TIMEOUT:  # the docker SDK's wait timeout is requests' read timeout
+            pass
+        except docker.errors.APIError as exc:  # removed under us (run aborted)
+            self.event(f"{role} exited", f"container gone: {exc}")
+            return
+        self._signal(role, "SIGKILL")
+        assert self.termination is not None
+        self.termination.killed.append(role)
+        try:
             result = container.wait(timeout=30)
-            self.event(f"{role} exited", f"exit code {result.get('StatusCode')} after SIGKILL")
+        except (*_WAIT_TIMEOUT, docker.errors.APIError) as exc:
+            self.event(f"{role} exited", f"not confirmed after SIGKILL: {exc}")
+            return
+        self.event(f"{role} exited", f"exit code {result.get('StatusCode')} after SIGKILL")
 
     def wait_gone(self, timeout_s: float | None = None) -> Termination:
         """Block until every container has exited (or raise after ``timeout_s``)."""
