@@ -40,11 +40,9 @@ USER_PORT = 8080
 DRAIN_PATH = "/wait-for-drain"  # queue.RequestQueueDrainPath
 KUBELET_MIN_GRACE_S = 2.0  # kubelet's minimumGracePeriodInSeconds after a preStop
 PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy readiness
-LABEL = "knative-drain.run"
-_WAIT_TIMEOUT = (
-    requests.exceptions.ReadTimeout,
-    requests.exceptions.ConnectionError,
-)  # every container we create carries it, for sweeping
+LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
+# the docker SDK's container.wait(timeout=...) times out with requests' exceptions
+_WAIT_TIMEOUT = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
 class LocalPlatformError(RuntimeError):
