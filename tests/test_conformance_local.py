@@ -60,14 +60,16 @@ def conformance_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pyte
 def _show(config: pytest.Config, stdout: str, took: float) -> None:
     """Put the run's verdict table (with each scenario's duration) in the CI log."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
         return
     lines = stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if "knative drain verdicts" in line), None)
-    reporter.write_line("")
-    for line in lines[start : start + 12] if start is not None else lines[-20:]:
-        reporter.write_line(line)
-    reporter.write_line(f"conformance run (10 scenarios) took {took:.0f} s")
+    with capture.global_and_fixture_disabled():  # fixture output is captured otherwise
+        reporter.write_line("")
+        for line in lines[start : start + 12] if start is not None else lines[-20:]:
+            reporter.write_line(line)
+        reporter.write_line(f"conformance run (10 scenarios) took {took:.0f} s")
 
 
 def _scenarios(report: dict, scenario: str) -> dict[str, dict]:
