@@ -94,7 +94,8 @@ class DrainReport:
             "profile": self.options.profile,
             "environment": self.environment,
             "machine": machine_info(),
-            "commit": commit_info(),
+            "commit": commit_info(),  # the checkout pytest ran in (the suite)
+            "tool_commit": commit_info(Path(__file__).resolve().parent),
             "verdict": self.verdict,
             "totals": self.totals(),
             "scenarios": [scenario_dict(r) for r in self.results],
@@ -141,6 +142,8 @@ class DrainReport:
         """A rendering fit for a certification submission: product table, then scenarios."""
         data = self.to_dict()
         k, kube, commit = data["knative"], data["kubernetes"], data["commit"]
+        if not commit["id"]:  # run outside a checkout: name the tool's own commit
+            commit = data["tool_commit"]
         totals = data["totals"]
         rows = [
             "# Knative drain conformance report",
