@@ -108,13 +108,15 @@ def attach_scenario(result: ScenarioResult, facts: Mapping[str, Any]) -> None:
 
     for name, value in (
         ("scenario", result.scenario),
+        ("knative config", result.config),
+        ("trigger", result.trigger),
         ("app", result.app),
         ("profile", result.profile),
         ("knative", facts.get("knative_version")),
         ("platform", facts.get("platform")),
     ):
         allure.dynamic.parameter(name, value)
-    tag = f"{result.scenario} {result.app}"
+    tag = f"{result.label} {result.app}"
     allure.attach(
         json.dumps(scenario_dict(result), indent=2, default=str),
         name=f"verdict {tag}",

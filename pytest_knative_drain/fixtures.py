@@ -13,7 +13,7 @@ import pytest
 from . import plugin
 from .options import DrainOptions
 from .runner import ScenarioResult, expectation_problem, run_scenario
-from .scenarios import APPS, SCENARIOS, FixtureApp
+from .scenarios import APPS, SCENARIOS, TRIGGERS, Case, FixtureApp
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,8 +32,21 @@ def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
     return pytestconfig.stash[plugin.OPTIONS_KEY]
 
 
+def _workers(session: pytest.Session) -> int:
+    """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
+    needed = [0]
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("drain_case") if callspec is not None else None
+        if isinstance(case, Case) and not item.get_closest_marker("skip"):
+            needed.append(case.scenario.workers)
+    return max(needed)
+
+
 @pytest.fixture(scope="session")
-def drain_platform(drain_options: DrainOptions, pytestconfig: pytest.Config) -> Iterator[object]:
+def drain_platform(
+    drain_options: DrainOptions, pytestconfig: pytest.Config, request: pytest.FixtureRequest
+) -> Iterator[object]:
     """Bring up the platform once per session; tear it down unless kept."""
     from .docker_engine import DockerEngineError
     from .images import ImagesError
@@ -70,6 +83,7 @@ def drain_platform(drain_options: DrainOptions, pytestconfig: pytest.Config) -> 
                 app_image=options.app_image,
                 manifests_dir=options.knative_manifests_dir,
                 keep=options.keep,
+                workers=_workers(request.session),
                 progress=lambda msg: _say(pytestconfig, msg),
             )
         else:
@@ -108,9 +122,20 @@ class AppUnderTest:
 
 
 @pytest.fixture
+def drain_case(request: pytest.FixtureRequest) -> Case:
+    """One cell of a family's matrix (parametrized by the plugin; see ``drain_family``)."""
+    if not hasattr(request, "param"):
+        raise pytest.UsageError("drain_case needs @pytest.mark.drain_family(name) on the test")
+    return request.param
+
+
+@pytest.fixture
 def drain_app(request: pytest.FixtureRequest, drain_options: DrainOptions) -> AppUnderTest:
-    """One app under test (parametrized by the plugin over the fixture apps)."""
-    name = request.param
+    """One app under test (parametrized over the fixture apps, or the ``drain_case``'s)."""
+    if "drain_case" in request.fixturenames:
+        name = request.getfixturevalue("drain_case").app
+    else:
+        name = request.param
     if name == "custom":
         return AppUnderTest("custom", drain_options.app_image, None)
     return AppUnderTest(name, None, APPS[name])
@@ -127,20 +152,47 @@ class Drain:
         self.options = options
         self.config = config
 
-    def run(self, scenario: str) -> ScenarioResult:
-        spec = SCENARIOS[scenario]
-        if self.options.platform not in spec.platforms:
-            pytest.skip(f"{scenario} cannot run on --platform={self.options.platform}")
-        plan = spec.plan(self.options.profile)
-        expected = self.app.spec.expected(scenario) if self.app.spec else frozenset()
-        with self.platform.pod(self.app.name, self.app.image, plan.timeout_seconds) as pod:
+    def run(self, case: Case | str) -> ScenarioResult:
+        """Run a matrix cell (or a scenario name, under the default config) for this app."""
+        from .platforms.existing import ClusterConfigRefused
+        from .scenarios import CONFIGS, DEFAULT_CONFIG
+
+        if isinstance(case, str):
+            case = Case(SCENARIOS[case], CONFIGS[DEFAULT_CONFIG], self.app.name)
+        scenario, config = case.scenario, case.config
+        if self.options.platform not in case.platforms:
+            pytest.skip(f"{case.id} cannot run on --platform={self.options.platform}")
+        plan = scenario.plan(self.options.profile)
+        timeout = config.timeout_seconds(plan)
+        tbc = config.target_burst_capacity
+        try:
+            configured = self.platform.configure(config, scenario)
+        except ClusterConfigRefused as exc:
+            skip = str(exc)
+        else:
+            skip = ""
+        if skip:  # outside the except block: no exception chain in the skip reason
+            pytest.skip(skip)
+        with (
+            configured,
+            self.platform.pod(
+                self.app.name,
+                self.app.image,
+                timeout,
+                scale=scenario.scale,
+                target_burst_capacity=scenario.target_burst_capacity if tbc is None else tbc,
+            ) as pod,
+        ):
             result = run_scenario(
                 pod,
-                scenario=scenario,
+                scenario=scenario.name,
                 app=self.app.name,
                 profile=self.options.profile,
                 plan=plan,
-                expected=expected,
+                expected=case.expected,
+                trigger=TRIGGERS[scenario.trigger],
+                config=config.name,
+                timeout_seconds=timeout if timeout != plan.timeout_seconds else None,
             )
             if not result.expectation_met:
                 pod.collect_logs()
@@ -162,5 +214,5 @@ def drain(
     drain_options: DrainOptions,
     pytestconfig: pytest.Config,
 ) -> Drain:
-    """Scenario driver: ``result = drain.run("pod-delete-long"); drain.check(result)``."""
+    """Scenario driver: ``result = drain.run(drain_case); drain.check(result)``."""
     return Drain(drain_platform, drain_app, drain_options, pytestconfig)

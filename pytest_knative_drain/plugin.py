@@ -10,7 +10,7 @@ from . import allure_evidence
 from . import options as opts
 from .report import DrainReport
 from .runner import ScenarioResult
-from .scenarios import APPS
+from .scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
 
 OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()
 REPORT_KEY = pytest.StashKey[DrainReport]()
@@ -32,27 +32,75 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SUITE_SLIS_KEY] = []
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
     config.addinivalue_line(
+        "markers",
+        "drain_family(name): parametrize drain_case over this trigger family's scenarios x "
+        f"Knative configs x apps ({', '.join(families())})",
+    )
+    config.addinivalue_line("markers", "drain_config(name): the Knative configuration of a case")
+    config.addinivalue_line(
         "markers", "slow: needs Docker images, or a scenario whose requests outlive 30 s"
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``drain_app`` over the fixture apps, or the user's ``--app-image``."""
-    if "drain_app" not in metafunc.fixturenames:
-        return
+    """The matrix: ``drain_case`` over a family's cases, else ``drain_app`` over the apps.
+
+    Apps are the fixture apps, or only the user's ``--app-image`` ("custom"). A case whose
+    scenario or config cannot run on ``--platform`` is skipped at collection with the reason.
+    """
     options = metafunc.config.stash[OPTIONS_KEY]
-    names = ["custom"] if options.app_image else list(APPS)
-    metafunc.parametrize("drain_app", names, indirect=True)
+    apps = ["custom"] if options.app_image else list(APPS)
+    if "drain_case" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("drain_family")
+        if marker is None or not marker.args or marker.args[0] not in families():
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: drain_case needs @pytest.mark.drain_family(name) "
+                f"with one of: {', '.join(families())}"
+            )
+        params = [_case_param(c, options.platform) for c in cases(marker.args[0], apps)]
+        metafunc.parametrize("drain_case", params, indirect=True)
+    elif "drain_app" in metafunc.fixturenames:
+        metafunc.parametrize("drain_app", apps, indirect=True)
+
+
+def _case_param(case: Case, platform: str) -> object:
+    marks = [
+        pytest.mark.drain_scenario(case.scenario.name),
+        pytest.mark.drain_config(case.config.name),
+    ]
+    if case.scenario.plan("quick").last_request_end_s > DRAIN_QUIET_S:
+        marks.append(pytest.mark.slow)
+    if platform not in case.platforms:
+        why = (
+            f"trigger {case.scenario.trigger}"
+            if platform not in case.scenario.platforms
+            else f"Knative config {case.config.name}"
+        )
+        marks.append(
+            pytest.mark.skip(
+                reason=f"{case.scenario.name}: {why} needs --platform="
+                f"{' or '.join(case.platforms)} (this run: --platform={platform})"
+            )
+        )
+    return pytest.param(case, id=case.id, marks=marks)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``-k pod_delete_long and go_exit`` selects ``pod-delete-long`` x ``go-exit`` (ids keep
     dashes, which read badly in -k expressions)."""
     for item in items:
-        names = [str(m.args[0]) for m in item.iter_markers("drain_scenario") if m.args]
+        names = [
+            str(m.args[0])
+            for m in (*item.iter_markers("drain_scenario"), *item.iter_markers("drain_config"))
+            if m.args
+        ]
         callspec = getattr(item, "callspec", None)
         if callspec is not None:
-            names += [v for v in callspec.params.values() if isinstance(v, str)]
+            for value in callspec.params.values():
+                if isinstance(value, Case):
+                    names += [value.scenario.name, value.config.name, value.app]
+                elif isinstance(value, str):
+                    names.append(value)
         item.extra_keyword_matches.update(n.replace("-", "_") for n in names if "-" in n)
 
 

@@ -132,7 +132,7 @@ class DrainReport:
             s = r.summary
             gone = f"{r.gone_after_s:.1f}" if r.gone_after_s is not None else "-"
             lines.append(
-                f"{r.scenario:32} {r.app:31} {s.ok:>4}/{s.planned:<4} {s.strict_sli:>6.3f} "
+                f"{r.label:32} {r.app:31} {s.ok:>4}/{s.planned:<4} {s.strict_sli:>6.3f} "
                 f"{s.upstream_sli:>6.3f} {gone:>6} {r.duration_s:>6.1f} {r.expected_label:>6} "
                 f"{'OK' if r.expectation_met else 'FAIL':>6}  {_failures_short(r) or '-'}"
             )
@@ -182,7 +182,7 @@ class DrainReport:
             s = r.summary
             gone = f"{r.gone_after_s:.1f}" if r.gone_after_s is not None else "-"
             rows.append(
-                f"| {r.scenario} | {r.app} | {s.ok}/{s.planned} | {_counts(s.classes)} | "
+                f"| {r.label} | {r.app} | {s.ok}/{s.planned} | {_counts(s.classes)} | "
                 f"{_counts(s.signatures)} | {s.strict_sli:.4f} | {s.upstream_sli:.4f} | "
                 f"{r.plan.min_strict_sli:g} | {gone} | {r.duration_s:.1f} | "
                 f"{r.expected_label} | {'OK' if r.expectation_met else '**FAIL**'} |"
@@ -190,7 +190,7 @@ class DrainReport:
         for r in self.results:
             if r.passed and r.expectation_met:
                 continue
-            rows += ["", f"### {r.scenario} / {r.app}", ""]
+            rows += ["", f"### {r.label} / {r.app}", ""]
             rows += [f"- {p}" for p in r.problems] or ["- no problem found"]
             table = r.to_dict()
             if table["failures"]:

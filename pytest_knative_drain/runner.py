@@ -1,6 +1,6 @@
 """Run one termination scenario against one pod and judge it.
 
-Platform-neutral: it needs a target with ``url``, ``delete()``, ``wait_gone()``
+Platform-neutral: it needs a target with ``url``, ``trigger()``, ``wait_gone()``
 and ``events``. The verdict is strict SLI plus deletion behaviour; the
 expectation (must pass, or must be caught) is checked separately so that a
 negative control that slips through fails loudly.
@@ -15,14 +15,14 @@ from typing import Any, Protocol
 
 from . import load, verdict
 from .records import RequestRecord
-from .scenarios import ScenarioPlan
+from .scenarios import DEFAULT_CONFIG, TRIGGERS, ScenarioPlan, Trigger
 
 
 class Terminable(Protocol):
     url: str
     events: list[Any]
 
-    def delete(self, grace_s: float | None = None) -> Any: ...
+    def trigger(self, trigger: Trigger) -> Any: ...
 
     def wait_gone(self, timeout_s: float | None = None) -> Any: ...
 
@@ -46,6 +46,14 @@ class ScenarioResult:
     expected: frozenset[str] = frozenset()  # empty: must pass; else catch kinds, one must show
     duration_s: float = 0.0
     logs: dict[str, str] = field(default_factory=dict)  # container logs, kept on failure
+    config: str = DEFAULT_CONFIG  # the Knative configuration it ran under
+    trigger: str = "pod-delete"
+    timeout_seconds: int | None = None  # the revision's, when the config changed it
+
+    @property
+    def label(self) -> str:
+        """``scenario`` or ``scenario @config`` for a non-default Knative configuration."""
+        return self.scenario if self.config == DEFAULT_CONFIG else f"{self.scenario} @{self.config}"
 
     @property
     def passed(self) -> bool:
@@ -80,7 +88,9 @@ class ScenarioResult:
             "scenario": self.scenario,
             "app": self.app,
             "profile": self.profile,
-            "timeout_seconds": self.plan.timeout_seconds,
+            "config": self.config,
+            "trigger": self.trigger,
+            "timeout_seconds": self.timeout_seconds or self.plan.timeout_seconds,
             "trigger_at_s": self.plan.trigger_at_s,
             "batches": [b.__dict__ for b in self.plan.batches],
             "summary": self.summary.to_dict(),
@@ -115,15 +125,23 @@ def run_scenario(
     profile: str,
     plan: ScenarioPlan,
     expected: frozenset[str] = frozenset(),
+    trigger: Trigger | None = None,
+    config: str = DEFAULT_CONFIG,
+    timeout_seconds: int | None = None,
 ) -> ScenarioResult:
-    """Load the pod, delete it at the planned offset, wait until it is gone, judge."""
+    """Load the pod, fire the trigger at the planned offset, wait for the end, judge.
+
+    ``timeout_seconds`` is the revision's when a Knative config changed the plan's.
+    """
     started = time.monotonic()
+    trigger = trigger or TRIGGERS["pod-delete"]
+    grace = timeout_seconds or plan.timeout_seconds
     batches = [
         load.Batch(b.name, b.requests, at_s=b.at_s, path=f"/?sleep={int(b.sleep_s * 1000)}")
         for b in plan.batches
     ]
-    events = [load.Event("delete pod", plan.trigger_at_s, target.delete)]
-    bound = plan.last_request_end_s + plan.timeout_seconds + 60  # never run unbounded
+    events = [load.Event(trigger.name, plan.trigger_at_s, lambda: target.trigger(trigger))]
+    bound = plan.last_request_end_s + max(grace, plan.timeout_seconds) + 60  # never unbounded
     result = load.run_schedule_sync(
         target.url,
         batches,
@@ -132,7 +150,7 @@ def run_scenario(
         deadline_s=bound,
         headers=getattr(target, "headers", None),  # Host of the ksvc behind a cluster ingress
     )
-    termination = target.wait_gone(plan.timeout_seconds + 60)
+    termination = target.wait_gone(max(grace, plan.timeout_seconds) + 60)
     summary = verdict.summarize(result.records, planned=plan.planned)
     out = ScenarioResult(
         scenario=scenario,
@@ -146,6 +164,9 @@ def run_scenario(
         gone_after_s=termination.gone_after_s,
         killed=list(termination.killed),
         expected=expected,
+        config=config,
+        trigger=trigger.name,
+        timeout_seconds=timeout_seconds,
     )
     judge_result(out)
     out.duration_s = time.monotonic() - started
@@ -158,8 +179,9 @@ def judge_result(result: ScenarioResult) -> None:
     catches = set(result.summary.signatures)
     if result.killed:
         catches.add("sigkill")
+        grace = result.timeout_seconds or result.plan.timeout_seconds
         problems.append(
-            f"deletion took the full grace period ({result.plan.timeout_seconds} s): SIGKILL "
+            f"deletion took the full grace period ({grace} s): SIGKILL "
             f"of {', '.join(result.killed)}; the app never exited on SIGTERM "
             "(shell-form CMD keeps /bin/sh as PID 1?)"
         )
@@ -177,12 +199,10 @@ def expectation_problem(result: ScenarioResult) -> str | None:
     if not expected:
         if result.passed:
             return None
-        return f"{result.app} must drain cleanly in {result.scenario}: " + "; ".join(
-            result.problems
-        )
+        return f"{result.app} must drain cleanly in {result.label}: " + "; ".join(result.problems)
     if not result.catches & expected:
         return (
-            f"negative control {result.app} was NOT caught in {result.scenario} "
+            f"negative control {result.app} was NOT caught in {result.label} "
             f"(expected one of {sorted(expected)}, saw {sorted(result.catches) or 'none'}): "
             "the gate cannot fail here"
         )

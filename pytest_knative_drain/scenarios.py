@@ -40,12 +40,83 @@ class ScenarioPlan:
         return max(b.at_s + b.sleep_s for b in self.batches)
 
 
+ALL_PLATFORMS = ("local", "kind", "existing")
+CLUSTER = ("kind", "existing")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What ends a pod's life in a scenario; cluster-only ones need Knative's controllers."""
+
+    name: str
+    family: str  # the conformance module it belongs to (test_<family>.py)
+    summary: str
+    platforms: tuple[str, ...] = CLUSTER
+    grace_s: int | None = None  # deletion grace period; None: the pod's own
+
+
+TRIGGERS: dict[str, Trigger] = {
+    t.name: t
+    for t in (
+        Trigger(
+            "pod-delete",
+            "pod_delete",
+            "delete the revision pod (its own grace period = timeoutSeconds)",
+            ALL_PLATFORMS,
+        ),
+        Trigger(
+            "scale-down",
+            "scale_down",
+            "lower min/max-scale from 2 to 1 on the revision's PodAutoscaler: the "
+            "autoscaler removes a pod that holds requests",
+        ),
+        Trigger(
+            "rollout",
+            "rollout",
+            "change the Service's template: a new revision takes the traffic and the "
+            "old revision's pod is scaled away",
+        ),
+        Trigger(
+            "activator-delete",
+            "activator",
+            "delete one activator pod (its own grace period) while it proxies requests",
+        ),
+        Trigger(
+            "activator-kill",
+            "activator",
+            "delete one activator pod with grace period 0 (upstream TestActivatorHANonGraceful)",
+            grace_s=0,
+        ),
+        Trigger(
+            "node-drain",
+            "node_drain",
+            "cordon the revision pod's node and evict its pods through the Eviction API "
+            "(what kubectl drain does)",
+        ),
+    )
+}
+
+
 @dataclass(frozen=True)
 class Scenario:
+    """A load shape per profile, a trigger, and the Knative Service shape it needs."""
+
     name: str
     summary: str
     plans: dict[str, ScenarioPlan]  # profile -> plan
-    platforms: tuple[str, ...] = ("local", "kind", "existing")
+    trigger: str = "pod-delete"
+    scale: int = 1  # revision pods before the trigger (min-scale = max-scale)
+    target_burst_capacity: int | None = None  # -1: activator always in the request path
+    activator_replicas: int = 0  # at least this many activator pods (activator triggers)
+    workers: int = 0  # kind worker nodes it needs (node drain: somewhere for pods to go)
+
+    @property
+    def family(self) -> str:
+        return TRIGGERS[self.trigger].family
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return TRIGGERS[self.trigger].platforms
 
     def plan(self, profile: str) -> ScenarioPlan:
         return self.plans[profile]
@@ -58,6 +129,18 @@ def _one(n: int, sleep_s: float) -> tuple[BatchSpec, ...]:
 def _two(n: int, sleep_s: float, second_at_s: float) -> tuple[BatchSpec, ...]:
     return (BatchSpec("batch-1", n, 0.0, sleep_s), BatchSpec("batch-2", n, second_at_s, sleep_s))
 
+
+def _stream(total: int, *, every_s: float, batches: int, sleep_s: float) -> tuple[BatchSpec, ...]:
+    """``total`` short requests in ``batches`` equal batches, one every ``every_s``."""
+    each = total // batches
+    return tuple(BatchSpec(f"batch-{i + 1}", each, i * every_s, sleep_s) for i in range(batches))
+
+
+# The long-request load every cluster trigger family shares (pod-delete-long's shape).
+_LONG = {
+    "quick": ScenarioPlan(_one(50, 75), trigger_at_s=5, timeout_seconds=120),
+    "seed": ScenarioPlan(_one(200, 300), trigger_at_s=10, timeout_seconds=600),
+}
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -103,6 +186,59 @@ SCENARIOS: dict[str, Scenario] = {
                 ),
             },
         ),
+        Scenario(
+            "scale-down-long",
+            "one of two pods is scaled away while both hold requests that outlive the "
+            "30 s quiet period",
+            _LONG,
+            trigger="scale-down",
+            scale=2,
+        ),
+        Scenario(
+            "rollout-long",
+            "a new revision rolls out while the old pod holds long requests",
+            _LONG,
+            trigger="rollout",
+        ),
+        Scenario(
+            "node-drain-long",
+            "the node of the revision pod is drained while it holds long requests",
+            _LONG,
+            trigger="node-drain",
+            workers=2,
+        ),
+        Scenario(
+            "activator-delete-long",
+            "an activator pod is deleted while long requests pass through it "
+            "(target-burst-capacity -1 keeps the activator in the path)",
+            _LONG,
+            trigger="activator-delete",
+            target_burst_capacity=-1,
+            activator_replicas=2,
+        ),
+        Scenario(
+            "activator-kill",
+            "an activator pod is killed (grace 0) under a steady stream of short requests; "
+            "Knative's own tolerance is 0.90",
+            {
+                # upstream: >= 400 probes, SLO 0.90 for the non-graceful kill
+                "quick": ScenarioPlan(
+                    _stream(400, every_s=2.0, batches=20, sleep_s=1.0),
+                    trigger_at_s=10,
+                    timeout_seconds=120,
+                    min_strict_sli=0.90,
+                ),
+                "seed": ScenarioPlan(
+                    _stream(2000, every_s=3.0, batches=100, sleep_s=1.0),
+                    trigger_at_s=60,
+                    timeout_seconds=300,
+                    min_strict_sli=0.90,
+                ),
+            },
+            trigger="activator-kill",
+            target_burst_capacity=-1,
+            activator_replicas=2,
+        ),
     )
 }
 
@@ -128,7 +264,12 @@ class FixtureApp:
         return not any(self.expect.values())
 
 
+_USER_POD_ENDS = tuple(s for s in SCENARIOS if SCENARIOS[s].family != "activator")
+_LONG_ON_USER_POD = tuple(
+    s for s in _USER_POD_ENDS if SCENARIOS[s].plan("quick").last_request_end_s > 60
+)
 _SHELL_CAUGHT = frozenset({"sigkill", "slow-deletion"})
+_DROPS = frozenset({"queue-proxy"})
 APPS: dict[str, FixtureApp] = {
     a.name: a
     for a in (
@@ -137,26 +278,157 @@ APPS: dict[str, FixtureApp] = {
         FixtureApp(
             "python-gunicorn-shell",
             "shell-form CMD: /bin/sh is PID 1 and never passes SIGTERM on",
-            {name: _SHELL_CAUGHT for name in SCENARIOS},
+            {name: _SHELL_CAUGHT for name in _USER_POD_ENDS},
         ),
         FixtureApp(
             "python-gunicorn-default-timeout",
             "gunicorn's default --graceful-timeout 30: kills requests 30 s after SIGTERM",
-            {
-                "pod-delete-long": frozenset({"queue-proxy"}),
-                "second-batch-during-termination": frozenset({"queue-proxy"}),
-            },
+            {name: _DROPS for name in _LONG_ON_USER_POD},
         ),
         FixtureApp(
             "go-exit",
             "exits at once on SIGTERM, dropping in-flight requests",
-            {
-                "pod-delete-long": frozenset({"queue-proxy"}),
-                "second-batch-during-termination": frozenset({"queue-proxy"}),
-            },
+            {name: _DROPS for name in _LONG_ON_USER_POD},
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class KnativeConfig:
+    """Knative configuration a scenario runs under; restored afterwards on a cluster.
+
+    A config with ``expect`` is a broken-config twin: it runs only with apps that drain
+    cleanly, and one of its catch kinds must show up, or the gate cannot fail there.
+    """
+
+    name: str
+    summary: str
+    platforms: tuple[str, ...] = ALL_PLATFORMS
+    scenarios: tuple[str, ...] = ()  # the scenarios it applies to; empty: all
+    timeout_fraction: float | None = None  # timeoutSeconds = this x the longest request
+    target_burst_capacity: int | None = None  # ksvc annotation, overrides the scenario's
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # knative-serving
+    activator_grace_s: int | None = None  # activator terminationGracePeriodSeconds
+    activator_replicas: int | None = None  # exactly this many activators (HPA min = max)
+    expect: frozenset[str] = PASS
+
+    def applies_to(self, scenario: Scenario) -> bool:
+        return not self.scenarios or scenario.name in self.scenarios
+
+    def changes_cluster(self) -> bool:
+        """True when it patches cluster-wide objects (ConfigMaps, the activator)."""
+        return (
+            bool(self.config_maps)
+            or self.activator_grace_s is not None
+            or self.activator_replicas is not None
+        )
+
+    def timeout_seconds(self, plan: ScenarioPlan) -> int:
+        """The revision's timeoutSeconds under this config."""
+        if self.timeout_fraction is None:
+            return plan.timeout_seconds
+        longest = max(b.sleep_s for b in plan.batches)
+        return max(1, int(longest * self.timeout_fraction))
+
+
+DEFAULT_CONFIG = "default"
+CONFIGS: dict[str, KnativeConfig] = {
+    c.name: c
+    for c in (
+        KnativeConfig(DEFAULT_CONFIG, "the release's defaults; nothing changed"),
+        KnativeConfig(
+            "short-timeout",
+            "timeoutSeconds at 60 % of the request length (knative/serving#15211 cause: "
+            "timeoutSeconds shorter than the request)",
+            scenarios=("pod-delete-long",),
+            timeout_fraction=0.6,
+            expect=frozenset({"queue-proxy", "sigkill"}),
+        ),
+        KnativeConfig(
+            "activator-in-path",
+            "target-burst-capacity -1: every request passes the activator while the pod terminates",
+            platforms=CLUSTER,
+            scenarios=("pod-delete-long", "second-batch-during-termination"),
+            target_burst_capacity=-1,
+        ),
+        KnativeConfig(
+            "activator-short-grace",
+            "activator terminationGracePeriodSeconds 60 below max-revision-timeout-seconds "
+            "600 (knative/serving#15211 cause): the activator is killed with requests in flight",
+            platforms=CLUSTER,
+            scenarios=("activator-delete-long",),
+            config_maps={
+                "config-defaults": {
+                    "max-revision-timeout-seconds": "600",
+                    "revision-timeout-seconds": "300",
+                }
+            },
+            activator_grace_s=60,
+            expect=frozenset({"activator", "ingress", "unknown"}),
+        ),
+        KnativeConfig(
+            "single-activator",
+            "one activator pod (the HPA's default minReplicas 1): killing it leaves no "
+            "activator until a new one is Ready",
+            platforms=CLUSTER,
+            scenarios=("activator-kill",),
+            activator_replicas=1,
+            expect=frozenset({"activator", "ingress", "unknown"}),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell of the matrix: scenario x Knative config x app, and what must happen."""
+
+    scenario: Scenario
+    config: KnativeConfig
+    app: str  # a fixture app, or "custom" for --app-image
+
+    @property
+    def id(self) -> str:
+        if self.config.name == DEFAULT_CONFIG:
+            return f"{self.scenario.name}-{self.app}"
+        return f"{self.scenario.name}-{self.config.name}-{self.app}"
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(p for p in self.scenario.platforms if p in self.config.platforms)
+
+    @property
+    def expected(self) -> frozenset[str]:
+        """Catch kinds of which one must show; empty: must pass."""
+        if self.config.expect:
+            return self.config.expect
+        app = APPS.get(self.app)
+        return app.expected(self.scenario.name) if app is not None else PASS
+
+
+def cases(family: str, apps: list[str]) -> list[Case]:
+    """The matrix of one trigger family: every scenario x applicable config x app.
+
+    Broken-config twins run only with apps that drain cleanly (or the user's image):
+    a broken app under a broken config proves nothing.
+    """
+    out = []
+    for scenario in SCENARIOS.values():
+        if scenario.family != family:
+            continue
+        for config in CONFIGS.values():
+            if not config.applies_to(scenario):
+                continue
+            for app in apps:
+                if config.expect and app in APPS and not APPS[app].must_pass_everywhere:
+                    continue
+                out.append(Case(scenario, config, app))
+    return out
+
+
+def families() -> list[str]:
+    return sorted({t.family for t in TRIGGERS.values()})
 
 
 def resolve_scenario(name: str) -> Scenario:

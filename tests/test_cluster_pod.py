@@ -125,7 +125,7 @@ def test_pod_target_timeline_delete_grace_and_wait_gone(knative_core, api) -> No
         assert term.grace_s == 30
         # The API server sets deletionTimestamp; with no kubelet the pod object stays.
         started = time.monotonic()
-        with pytest.raises(ClusterError, match=r"still exists 1 s after delete \(grace 30 s"):
+        with pytest.raises(ClusterError, match=r"still exists 1 s after the trigger \(grace 30 s"):
             target.wait_gone(1)
         assert 0.9 < time.monotonic() - started < 5
         live = core.read_namespaced_pod(target.name, target.namespace)

@@ -20,7 +20,7 @@ import pytest
 
 from pytest_knative_drain import catalog
 from pytest_knative_drain.allure_evidence import CATEGORIES
-from pytest_knative_drain.scenarios import APPS, SCENARIOS
+from pytest_knative_drain.scenarios import APPS, cases, families
 
 # The inner sessions run in this process; pytester drops modules first imported there, and
 # numpy refuses a second import. Importing matplotlib here keeps it loaded across sessions.
@@ -191,17 +191,45 @@ def _collected(pytester: pytest.Pytester, *args: str) -> list[str]:
 
 def test_conformance_markers_and_keywords(pytester: pytest.Pytester) -> None:
     every = _collected(pytester)
-    assert len(every) == len(SCENARIOS) * len(APPS)
+    matrix = [c.id for family in families() for c in cases(family, list(APPS))]
+    assert sorted(i.split("[", 1)[1].rstrip("]") for i in every) == sorted(matrix)
+    # one module per trigger family
+    assert {i.split("::")[0].rsplit("/", 1)[-1] for i in every} == {
+        f"test_{family}.py" for family in families()
+    }
     underscore = _collected(pytester, "-k", "pod_delete_long")
     dashed = _collected(pytester, "-k", "pod-delete-long")
-    assert underscore == dashed == [i for i in every if i.endswith("-pod-delete-long]")]
-    assert len(underscore) == len(APPS)
+    assert underscore == dashed == [i for i in every if "[pod-delete-long-" in i]
+    # every app under the default config, plus the config variants
+    assert len([i for i in underscore if "short-timeout" not in i and "activator" not in i]) == len(
+        APPS
+    )
     fast = _collected(pytester, "-m", "not slow")
     # not slow: scenarios whose requests end inside queue-proxy's 30 s quiet period
     assert fast and all("pod-delete-short" in i or "deletion-timeliness" in i for i in fast)
     assert len(fast) == 2 * len(APPS)
-    one = _collected(pytester, "-k", "pod_delete_long and go_exit")
-    assert one == [i for i in every if i.endswith("[go-exit-pod-delete-long]")]
+    one = _collected(pytester, "-k", "pod_delete_long and go_exit and not activator_in_path")
+    assert one == [i for i in every if i.endswith("[pod-delete-long-go-exit]")]
+    twin = _collected(pytester, "-k", "short_timeout")
+    assert twin == [i for i in every if "[pod-delete-long-short-timeout-" in i] and len(
+        twin
+    ) == len([a for a in APPS.values() if a.must_pass_everywhere])
+
+
+def test_cluster_only_cases_are_skipped_on_local_with_the_reason(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(
+        str(ROOT / "conformance"), "--platform=local", "-rs", "-k", "rollout or activator_in_path"
+    )
+    result.assert_outcomes(skipped=len(APPS) * 3)
+    result.stdout.fnmatch_lines(
+        [
+            "*pod-delete-long: Knative config activator-in-path needs --platform=kind or "
+            "existing (this run: --platform=local)*",
+            "*rollout-long: trigger rollout needs --platform=kind or existing "
+            "(this run: --platform=local)*",
+        ]
+    )
+    assert "local platform ready" not in result.stdout.str()  # nothing was brought up
 
 
 def test_tox_envs_and_example_workflow_follow_the_catalog() -> None:

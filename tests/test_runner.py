@@ -3,7 +3,7 @@
 from pytest_knative_drain import verdict
 from pytest_knative_drain.records import RequestRecord
 from pytest_knative_drain.runner import ScenarioResult, expectation_problem, judge_result
-from pytest_knative_drain.scenarios import APPS, SCENARIOS
+from pytest_knative_drain.scenarios import APPS, CONFIGS, SCENARIOS, cases, families
 
 
 def result(records, *, killed=(), gone=31.0, scenario="pod-delete-long", app="x", expected=()):
@@ -72,7 +72,31 @@ def test_timeliness_bound():
 
 
 def test_every_scenario_has_a_twin_that_must_be_caught():
-    """A gate that cannot fail is worthless: each scenario has a negative control."""
+    """A gate that cannot fail is worthless: each scenario has a negative control.
+
+    The twin is a broken app, or a drain-clean app under a broken Knative config; and
+    every scenario also has a case that must pass.
+    """
+    matrix = [c for family in families() for c in cases(family, list(APPS))]
     for name in SCENARIOS:
-        assert any(app.expected(name) for app in APPS.values()), name
+        mine = [c for c in matrix if c.scenario.name == name]
+        assert any(c.expected for c in mine), f"{name}: no case that must be caught"
+        assert any(not c.expected for c in mine), f"{name}: no case that must pass"
+        for c in mine:  # a twin config runs with drain-clean apps only
+            if c.config.expect:
+                assert APPS[c.app].must_pass_everywhere, c.id
     assert any(app.must_pass_everywhere for app in APPS.values())
+
+
+def test_config_timeout_and_platforms():
+    plan = SCENARIOS["pod-delete-long"].plan("quick")
+    assert CONFIGS["default"].timeout_seconds(plan) == plan.timeout_seconds == 120
+    assert CONFIGS["short-timeout"].timeout_seconds(plan) == 45  # 60 % of 75 s requests
+    assert (
+        CONFIGS["short-timeout"].timeout_seconds(SCENARIOS["pod-delete-long"].plan("seed")) == 180
+    )
+    local = {c.id for f in families() for c in cases(f, ["go-exit"]) if "local" in c.platforms}
+    assert "pod-delete-long-go-exit" in local
+    assert not any(
+        k.startswith(("rollout", "scale-down", "node-drain", "activator")) for k in local
+    )

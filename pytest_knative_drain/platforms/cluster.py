@@ -450,6 +450,12 @@ class KsvcSpec:
             raise ClusterError("Knative Service: " + "; ".join(problems))
 
 
+def service_name(app: str) -> str:
+    """A DNS-label Knative Service name for an app name ("custom", "go-exit", ...)."""
+    name = "".join(c if c.isalnum() else "-" for c in app.lower()).strip("-")[:40]
+    return f"drain-{name or 'app'}"
+
+
 def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
     """The Knative Service object for ``spec`` (annotations per knative.dev/docs autoscaling)."""
     spec.check()

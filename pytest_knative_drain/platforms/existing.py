@@ -17,6 +17,7 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..catalog import Release
+from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     SERVING_NAMESPACE,
     ClusterError,
@@ -26,7 +27,9 @@ from .cluster import (
     Progress,
     api_client,
     knative_serving_version,
+    service_name,
 )
+from .knative_config import KnativeConfigPatch, patch_for
 from .knative_pod import KnativePod
 
 ALLOW_OPTION = "--allow-cluster-config"
@@ -161,7 +164,27 @@ class ExistingPlatform:
             )
         return ConfigMapPatch(self.api, name, data, namespace=namespace, progress=self.progress)
 
-    def pod(self, app: str, image: str | None, timeout_seconds: int) -> KnativePod:
+    def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
+        """The scenario's Knative configuration, or ClusterConfigRefused unless allowed."""
+        patch = patch_for(self.api, config, scenario, progress=self.progress)
+        if patch.changes and not self.allow_cluster_config:
+            raise ClusterConfigRefused(
+                f"{scenario.name} under Knative config {config.name!r} changes cluster-wide "
+                f"settings ({'; '.join(patch.changes)}); --platform=existing leaves cluster "
+                f"configuration alone unless you pass {ALLOW_OPTION} (old values are restored "
+                "afterwards)"
+            )
+        return patch
+
+    def pod(
+        self,
+        app: str,
+        image: str | None,
+        timeout_seconds: int,
+        *,
+        scale: int = 1,
+        target_burst_capacity: int | None = None,
+    ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace (a context manager).
 
         ``image`` is the user's ``--app-image``; fixture apps need ``app_images`` naming
@@ -175,7 +198,14 @@ class ExistingPlatform:
                 "image with --app-image=REGISTRY/NAME:TAG (pushed where the cluster pulls), "
                 "or push the fixture images and give their names to ExistingPlatform(app_images=)"
             )
-        spec = KsvcSpec(name=_service_name(app), image=chosen, timeout_seconds=timeout_seconds)
+        spec = KsvcSpec(
+            name=service_name(app),
+            image=chosen,
+            timeout_seconds=timeout_seconds,
+            min_scale=scale,
+            max_scale=scale,
+            target_burst_capacity=target_burst_capacity,
+        )
         return KnativePod(
             self.api,
             spec,
@@ -193,9 +223,3 @@ class ExistingPlatform:
 def kubernetes_version_timeout(api: k8s.ApiClient, timeout_s: float) -> str:
     """``/version`` with a request timeout, so an unreachable server fails fast."""
     return k8s.VersionApi(api).get_code(_request_timeout=timeout_s).git_version
-
-
-def _service_name(app: str) -> str:
-    """A DNS-label Service name for an app name ("custom", "py-graceful", ...)."""
-    name = "".join(c if c.isalnum() else "-" for c in app.lower()).strip("-")[:40]
-    return f"drain-{name or 'app'}"

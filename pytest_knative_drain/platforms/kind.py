@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from .. import kind_plan
 from ..catalog import Release
 from ..docker_engine import state_dir
+from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     Applier,
     ClusterError,
@@ -34,9 +35,11 @@ from .cluster import (
     api_client,
     knative_serving_version,
     kubernetes_version,
+    service_name,
     wait_deployments_available,
     wait_pods_ready,
 )
+from .knative_config import KnativeConfigPatch, patch_for
 from .knative_pod import KnativePod
 
 _KIND_VERSION = re.compile(r"kind v(\d+)\.(\d+)\.(\d+)")
@@ -287,15 +290,33 @@ class KindPlatform:
             **self.facts,
         }
 
-    def pod(self, app: str, image: str | None, timeout_seconds: int) -> KnativePod:
+    def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
+        """The scenario's Knative configuration (a context manager restoring it): our cluster."""
+        return patch_for(self.api, config, scenario, progress=self.progress)
+
+    def pod(
+        self,
+        app: str,
+        image: str | None,
+        timeout_seconds: int,
+        *,
+        scale: int = 1,
+        target_burst_capacity: int | None = None,
+    ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace."""
         chosen = image or self.app_images.get(app)
         if not chosen:
             raise ClusterError(f"--platform=kind: no image loaded for app {app!r}")
-        name = "drain-" + "".join(c if c.isalnum() else "-" for c in app.lower())[:40]
         return KnativePod(
             self.api,
-            KsvcSpec(name=name, image=chosen, timeout_seconds=timeout_seconds),
+            KsvcSpec(
+                name=service_name(app),
+                image=chosen,
+                timeout_seconds=timeout_seconds,
+                min_scale=scale,
+                max_scale=scale,
+                target_burst_capacity=target_burst_capacity,
+            ),
             namespaces=self.namespaces,
             ingress_port=self.host_port,
             progress=self.progress,

@@ -23,7 +23,10 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from ..scenarios import Trigger
+from . import cluster_triggers
 from .cluster import (
+    SERVING_NAMESPACE,
     Applier,
     ClusterError,
     KsvcSpec,
@@ -253,7 +256,10 @@ class KnativePod:
         self.logs: dict[str, str] = {}
         self._own_events: list[PodEvent] = []
         self._watch: PodWatch | None = None
+        self._activator_watch: PodWatch | None = None
         self._applier: Applier | None = None
+        self._awaited: list[tuple[PodWatch, str]] | None = None  # None: pods that get deleted
+        self._cordoned: str | None = None  # a node this pod's trigger cordoned
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> KnativePod:
@@ -270,7 +276,10 @@ class KnativePod:
     @property
     def events(self) -> list[PodEvent]:
         """Our own steps and the watch's observations, in time order."""
-        watched = list(self._watch.events) if self._watch is not None else []
+        watched = []
+        for watch in (self._watch, self._activator_watch):
+            if watch is not None:
+                watched += list(watch.events)
         return sorted(self._own_events + watched, key=lambda e: e.mono)
 
     def event(self, name: str, detail: str = "") -> PodEvent:
@@ -312,17 +321,22 @@ class KnativePod:
         self.name = self._find_pod()
         self.event("ready", f"pod {self.name}, host {self.host}")
 
-    def _find_pod(self, timeout_s: float = 60.0) -> str:
+    def _find_pod(self, timeout_s: float = 120.0) -> str:
+        """The first of the revision's Ready pods, once min-scale of them are Ready."""
         found: list[str] = []
         assert self.namespace is not None
+        want = max(1, self.spec.min_scale)
 
         def check() -> str | None:
             pods = self.core.list_namespaced_pod(
                 self.namespace, label_selector=f"{SERVICE_LABEL}={self.spec.name}"
             ).items
             ready = [p for p in pods if _ready(p) and p.metadata.deletion_timestamp is None]
-            if not ready:
-                return f"no Ready pod with {SERVICE_LABEL}={self.spec.name} ({len(pods)} pods)"
+            if len(ready) < want:
+                return (
+                    f"{len(ready)}/{want} Ready pods with {SERVICE_LABEL}={self.spec.name} "
+                    f"({len(pods)} pods)"
+                )
             found.append(sorted(p.metadata.name for p in ready)[0])
             return None
 
@@ -358,6 +372,8 @@ class KnativePod:
         )
         t0 = self.event("delete", how)
         self.termination = Termination(t0_mono=t0.mono, grace_s=float(grace))
+        if self._watch is not None:
+            self._awaited = [(self._watch, self.name)]
         kwargs: dict[str, Any] = {}
         if grace_s is not None:
             kwargs["grace_period_seconds"] = int(grace_s)
@@ -370,33 +386,117 @@ class KnativePod:
                 ) from None
         return self.termination
 
-    def wait_gone(self, timeout_s: float | None = None) -> Termination:
-        """Block until the pod object is gone from the API server (bounded)."""
-        if self.termination is None or self.name is None or self.namespace is None:
-            raise ClusterError(f"pod {self.name} was never deleted")
-        limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
+    def trigger(self, trigger: Trigger) -> Termination:
+        """Fire ``trigger``; ``wait_gone`` then waits for the pods it made terminate."""
+        if self.name is None or self.namespace is None:
+            raise ClusterError(f"{trigger.name} before the pod was found (start() first)")
         assert self._watch is not None
-        if not self._watch.wait_gone(self.name, limit) and not self._absent():
-            raise ClusterError(
-                f"pod {self.namespace}/{self.name} still exists {limit:.0f} s after delete "
-                f"(grace {self.termination.grace_s:g} s; is the node's kubelet running?)"
+        if trigger.name == "pod-delete":
+            return self.delete(trigger.grace_s)
+        grace = float(self.spec.timeout_seconds)
+        if trigger.name == "scale-down":
+            target = max(1, self.spec.min_scale - 1)
+            t0 = self.event("scale-down", f"PodAutoscaler min/max-scale -> {target}")
+            names = cluster_triggers.scale_revision(
+                self.api, self.namespace, self.spec.name, target
             )
-        gone = [e for e in self._watch.events if e.pod == self.name and e.name == "gone"]
-        self.termination.gone_mono = gone[-1].mono if gone else time.monotonic()
+            self.event("PodAutoscaler patched", ", ".join(names))
+        elif trigger.name == "rollout":
+            t0 = self.event("rollout", f"template annotation {cluster_triggers.ROLLOUT_ANNOTATION}")
+            cluster_triggers.roll_out(
+                self.api, self.namespace, self.spec.name, cluster_triggers.rollout_stamp()
+            )
+        elif trigger.name == "node-drain":
+            pod = self._watch.last(self.name)
+            node = pod.spec.node_name if pod is not None and pod.spec else None
+            if not node:
+                raise ClusterError(f"node-drain: pod {self.namespace}/{self.name} has no node")
+            t0 = self.event("node-drain", f"cordon and evict node {node}")
+            self._cordoned = node
+            evicted = cluster_triggers.drain_node(self.api, node, progress=self.progress)
+            self.event("evicted", ", ".join(evicted) or "nothing")
+            self._awaited = [
+                (self._watch, ref.split("/", 1)[1])
+                for ref in evicted
+                if ref.split("/", 1)[0] == self.namespace
+            ]
+        elif trigger.name in ("activator-delete", "activator-kill"):
+            self._activator_watch = PodWatch(
+                self.api, SERVING_NAMESPACE, cluster_triggers.ACTIVATOR_SELECTOR
+            ).start()
+            victim, ready = cluster_triggers.pick_activator(self.api)
+            grace = 600.0 if trigger.grace_s is None else float(trigger.grace_s)
+            how = "its own grace" if trigger.grace_s is None else f"grace {trigger.grace_s}"
+            t0 = self.event(
+                trigger.name, f"delete activator pod {victim} ({how}; {ready} Ready activators)"
+            )
+            cluster_triggers.delete_pod(self.api, SERVING_NAMESPACE, victim, trigger.grace_s)
+            self._awaited = [(self._activator_watch, victim)]
+        else:
+            raise ClusterError(f"unknown trigger {trigger.name!r}")
+        self.termination = Termination(t0_mono=t0.mono, grace_s=grace)
+        return self.termination
+
+    def _deleted_since(self, t0: float) -> list[str]:
+        """Pods of the Service whose deletion the watch saw at or after ``t0``."""
+        assert self._watch is not None
+        return sorted(
+            {
+                e.pod
+                for e in self._watch.events
+                if e.mono >= t0 and e.name in ("deletionTimestamp set", "gone")
+            }
+        )
+
+    def wait_gone(self, timeout_s: float | None = None) -> Termination:
+        """Block until the pods the trigger ended are gone from the API server (bounded)."""
+        if self.termination is None or self.name is None or self.namespace is None:
+            raise ClusterError(f"pod {self.name} was never deleted (no trigger fired)")
+        limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
+        end = time.monotonic() + limit
+        assert self._watch is not None
+        awaited = self._awaited
+        if awaited is None:  # scale-down, rollout: Knative decides which pods go
+            t0 = self.termination.t0_mono
+
+            def check() -> str | None:
+                if self._deleted_since(t0):
+                    return None
+                return f"no pod with {SERVICE_LABEL}={self.spec.name} began terminating yet"
+
+            wait_until(
+                check,
+                f"a pod of {self.namespace}/{self.spec.name} to terminate after the trigger",
+                timeout_s=max(1.0, end - time.monotonic()),
+                progress=self.progress,
+            )
+            awaited = [(self._watch, name) for name in self._deleted_since(t0)]
+        for watch, name in awaited:
+            left = max(0.0, end - time.monotonic())
+            namespace = watch.namespace
+            if not watch.wait_gone(name, left) and not self._absent(name, namespace):
+                raise ClusterError(
+                    f"pod {namespace}/{name} still exists {limit:.0f} s after the trigger "
+                    f"(grace {self.termination.grace_s:g} s; is the node's kubelet running?)"
+                )
+        names = {name for _, name in awaited}
+        events = self.events
+        gone = [e.mono for e in events if e.pod in names and e.name == "gone"]
+        self.termination.gone_mono = max(gone) if gone else time.monotonic()
         self.termination.killed = sorted(
             {
                 e.name.rsplit(" ", 1)[0]
-                for e in self._watch.events
-                if e.pod == self.name
+                for e in events
+                if e.pod in names
                 and e.name.endswith(" terminated")
                 and e.detail.startswith(f"exit code {SIGKILL_EXIT}")
             }
         )
         return self.termination
 
-    def _absent(self) -> bool:
+    def _absent(self, name: str | None = None, namespace: str | None = None) -> bool:
         try:
-            self.core.read_namespaced_pod(self.name, self.namespace)
+            self.core.read_namespaced_pod(name or self.name, namespace or self.namespace)
         except ApiException as exc:
             return exc.status == 404
         return False
@@ -429,8 +529,14 @@ class KnativePod:
 
     def remove(self) -> None:
         """Stop the watch, collect logs, delete the namespace (unless kept)."""
-        if self._watch is not None:
-            self._watch.stop()
+        for watch in (self._watch, self._activator_watch):
+            if watch is not None:
+                watch.stop()
+        if self._cordoned is not None:
+            with contextlib.suppress(ApiException, Urllib3Error, OSError):
+                cluster_triggers.set_unschedulable(self.api, self._cordoned, False)
+                self.progress(f"node {self._cordoned} uncordoned")
+            self._cordoned = None
         if self._applier is not None:
             self._applier.close()
         with contextlib.suppress(ClusterError):

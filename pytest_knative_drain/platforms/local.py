@@ -31,6 +31,7 @@ from docker.models.containers import Container
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ..catalog import Release
+from ..scenarios import KnativeConfig, Scenario, Trigger
 from .pod import PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012
@@ -240,6 +241,14 @@ class LocalPod:
         return f"http://127.0.0.1:{self._ports[QUEUE_SERVING_PORT]}"
 
     # -- deletion, as kubelet does it --------------------------------------------------------
+    def trigger(self, trigger: Trigger) -> Termination:
+        """The one trigger a pod without a cluster has: its deletion."""
+        if trigger.name != "pod-delete":
+            raise LocalPlatformError(
+                f"trigger {trigger.name!r} needs a cluster (--platform=kind or existing)"
+            )
+        return self.delete(trigger.grace_s)
+
     def delete(self, grace_s: float | None = None) -> Termination:
         """Start deleting the pod and return at once; ``wait_gone`` waits for the end."""
         grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
@@ -432,8 +441,33 @@ class LocalPlatform:
             **self.facts,
         }
 
-    def pod(self, app: str, image: str | None, timeout_seconds: int) -> LocalPod:
-        """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's)."""
+    def configure(self, config: KnativeConfig, scenario: Scenario) -> contextlib.nullcontext:
+        """Nothing cluster-wide exists here; a config that needs it cannot run locally."""
+        if config.changes_cluster() or scenario.activator_replicas:
+            raise LocalPlatformError(
+                f"Knative config {config.name!r} / scenario {scenario.name!r} change the "
+                "cluster's Knative configuration: they need --platform=kind or existing"
+            )
+        return contextlib.nullcontext()
+
+    def pod(
+        self,
+        app: str,
+        image: str | None,
+        timeout_seconds: int,
+        *,
+        scale: int = 1,
+        target_burst_capacity: int | None = None,
+    ) -> LocalPod:
+        """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
+
+        One pod and no activator: ``scale`` must be 1 and ``target_burst_capacity`` unset.
+        """
+        if scale != 1 or target_burst_capacity is not None:
+            raise LocalPlatformError(
+                f"the local platform runs one pod without an activator (scale={scale}, "
+                f"target_burst_capacity={target_burst_capacity}): use a cluster platform"
+            )
         app_image = image or self.app_images[app]
         revision = RevisionSpec(
             service=app, revision=f"{app}-00001", timeout_seconds=timeout_seconds

@@ -1,0 +1,178 @@
+"""The cluster triggers: the API calls that end a pod's life in each trigger family.
+
+Each is what an operator or a controller does, through the official client:
+scale-down patches the revision's PodAutoscaler (its ``min-scale``/``max-scale``
+annotations are what the autoscaler reads; the Revision spec is immutable and the
+revision reconciler only rewrites the PA's spec), rollout changes the Service
+template, activator triggers delete an activator pod, node drain cordons the node
+and evicts its pods (kubectl drain's rules: DaemonSet and mirror pods stay).
+Which pods then terminate is decided by Knative and Kubernetes; the pod watch sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_fixed
+
+from .cluster import FIELD_MANAGER, SERVING_NAMESPACE, ClusterError, through_webhook
+
+PA_GROUP, PA_VERSION, PA_PLURAL = "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers"
+SERVICE_LABEL = "serving.knative.dev/service"
+ACTIVATOR_SELECTOR = "app=activator"
+MIN_SCALE = "autoscaling.knative.dev/min-scale"
+MAX_SCALE = "autoscaling.knative.dev/max-scale"
+ROLLOUT_ANNOTATION = "knative-drain/rollout"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+EVICTION_RETRY_S = 120.0  # a PodDisruptionBudget may refuse (429) until others are back
+
+
+def _ready(pod: k8s.V1Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def scale_revision(api: k8s.ApiClient, namespace: str, service: str, scale: int) -> list[str]:
+    """Set min-scale = max-scale = ``scale`` on the PodAutoscalers of ``service``'s revisions."""
+    custom = k8s.CustomObjectsApi(api)
+    listed = custom.list_namespaced_custom_object(
+        PA_GROUP, PA_VERSION, namespace, PA_PLURAL, label_selector=f"{SERVICE_LABEL}={service}"
+    )
+    names = [item["metadata"]["name"] for item in listed.get("items", [])]
+    if not names:
+        raise ClusterError(
+            f"scale-down: no PodAutoscaler labelled {SERVICE_LABEL}={service} in {namespace} "
+            "(has Knative created the revision?)"
+        )
+    body = {"metadata": {"annotations": {MIN_SCALE: str(scale), MAX_SCALE: str(scale)}}}
+    for name in names:
+        through_webhook(
+            lambda name=name: custom.patch_namespaced_custom_object(
+                PA_GROUP, PA_VERSION, namespace, PA_PLURAL, name, body
+            ),
+            f"patch PodAutoscaler {namespace}/{name}",
+        )
+    return names
+
+
+def roll_out(api: k8s.ApiClient, namespace: str, service: str, stamp: str) -> None:
+    """Change the Service template (an annotation): Knative makes a new revision."""
+    body = {"spec": {"template": {"metadata": {"annotations": {ROLLOUT_ANNOTATION: stamp}}}}}
+    through_webhook(
+        lambda: k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "serving.knative.dev", "v1", namespace, "services", service, body
+        ),
+        f"patch Knative Service {namespace}/{service}",
+    )
+
+
+def ready_activators(api: k8s.ApiClient) -> list[str]:
+    """Names of the Ready, not-terminating activator pods, sorted."""
+    pods = (
+        k8s.CoreV1Api(api)
+        .list_namespaced_pod(SERVING_NAMESPACE, label_selector=ACTIVATOR_SELECTOR)
+        .items
+    )
+    return sorted(
+        p.metadata.name for p in pods if _ready(p) and p.metadata.deletion_timestamp is None
+    )
+
+
+def pick_activator(api: k8s.ApiClient) -> tuple[str, int]:
+    """(an activator pod to delete, how many were Ready); the Knative config set the count."""
+    ready = ready_activators(api)
+    if not ready:
+        raise ClusterError(f"activator trigger: no Ready activator pod in {SERVING_NAMESPACE}")
+    return ready[0], len(ready)
+
+
+def delete_pod(api: k8s.ApiClient, namespace: str, name: str, grace_s: int | None) -> None:
+    """Delete one pod; ``grace_s`` None keeps the pod's own grace period."""
+    kwargs = {} if grace_s is None else {"grace_period_seconds": int(grace_s)}
+    try:
+        k8s.CoreV1Api(api).delete_namespaced_pod(name, namespace, **kwargs)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise ClusterError(
+                f"delete pod {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from None
+
+
+def set_unschedulable(api: k8s.ApiClient, node: str, unschedulable: bool) -> None:
+    """Cordon (True) or uncordon (False) a node."""
+    k8s.CoreV1Api(api).patch_node(
+        node, {"spec": {"unschedulable": unschedulable or None}}, field_manager=FIELD_MANAGER
+    )
+
+
+def evictable(pod: k8s.V1Pod) -> bool:
+    """kubectl drain's rules: not a DaemonSet pod, not a mirror pod, not already leaving."""
+    owners = pod.metadata.owner_references or []
+    if any(o.kind == "DaemonSet" for o in owners):
+        return False
+    if MIRROR_ANNOTATION in (pod.metadata.annotations or {}):
+        return False
+    if pod.metadata.deletion_timestamp is not None:
+        return False
+    return (pod.status.phase if pod.status else None) not in ("Succeeded", "Failed")
+
+
+def drain_node(
+    api: k8s.ApiClient,
+    node: str,
+    *,
+    retry_s: float = EVICTION_RETRY_S,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[str]:
+    """Cordon ``node`` and evict every evictable pod on it; returns ``ns/name`` evicted.
+
+    Evictions refused with 429 (a PodDisruptionBudget) are retried until ``retry_s``;
+    the pods then terminate with their own grace periods, as under ``kubectl drain``.
+    """
+    core = k8s.CoreV1Api(api)
+    set_unschedulable(api, node, True)
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    evicted = []
+    for pod in pods:
+        if not evictable(pod):
+            continue
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=ns))
+
+        @retry(
+            retry=retry_if_exception(lambda e: isinstance(e, ApiException) and e.status == 429),
+            stop=stop_after_delay(retry_s),
+            wait=wait_fixed(2),
+            before_sleep=lambda s, ns=ns, name=name: progress(
+                f"eviction of {ns}/{name} refused by a PodDisruptionBudget (try "
+                f"{s.attempt_number}), retrying"
+            ),
+        )
+        def evict(ns: str = ns, name: str = name, body: k8s.V1Eviction = body) -> None:
+            try:
+                core.create_namespaced_pod_eviction(name, ns, body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        try:
+            evict()
+        except RetryError:
+            raise ClusterError(
+                f"node drain: eviction of {ns}/{name} still refused after {retry_s:.0f} s "
+                "(PodDisruptionBudget)"
+            ) from None
+        except ApiException as exc:
+            raise ClusterError(
+                f"node drain: evict {ns}/{name}: {exc.status} {exc.reason}"
+            ) from None
+        evicted.append(f"{ns}/{name}")
+    return evicted
+
+
+def rollout_stamp() -> str:
+    """A value that differs on every rollout."""
+    return f"{time.time():.3f}"
