@@ -226,10 +226,12 @@ def scenario_dict(result: ScenarioResult) -> dict[str, Any]:
     """``ScenarioResult.to_dict`` plus the fields the evidence needs under stable names."""
     data = result.to_dict()
     s = result.summary
-    data["trigger"] = {"action": "delete pod", "at_s": result.plan.trigger_at_s}
+    timeout = result.timeout_seconds or result.plan.timeout_seconds
+    data["trigger"] = {"name": result.trigger, "at_s": result.plan.trigger_at_s}
     data["config"] = {
-        "timeout_seconds": result.plan.timeout_seconds,
-        "termination_grace_period_seconds": result.plan.timeout_seconds,
+        "name": result.config,
+        "timeout_seconds": timeout,
+        "termination_grace_period_seconds": timeout,
         "max_gone_s": result.plan.max_gone_s,
     }
     data["tolerance"] = result.plan.min_strict_sli

@@ -1,9 +1,11 @@
 """The product end to end: the conformance suite on the local platform, through pytest.
 
 Runs the two scenarios that matter most for knative/serving#15211 on all five
-fixture apps with the real queue-proxy of Knative 1.14, then reads the drain
-report: good apps drained with strict SLI 1.0, every negative control caught
-by the right component. About 15 minutes: queue-proxy's 30 s quiet period is real.
+fixture apps with the real queue-proxy of Knative 1.14, plus the broken-config
+twin (timeoutSeconds shorter than the requests) on the two drain-clean apps, then
+reads the drain report: good apps drained with strict SLI 1.0, every negative
+control caught by the right component, cluster-only cases skipped with the reason.
+About 15 minutes: queue-proxy's 30 s quiet period is real.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def conformance_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pyte
             "no:cacheprovider",
             f"--drain-report={out / 'drain-report.json'}",
             "-rA",
+            "-rs",
         ],
         cwd=out,
         capture_output=True,
@@ -67,20 +70,24 @@ def _show(config: pytest.Config, stdout: str, took: float) -> None:
     start = next((i for i, line in enumerate(lines) if "knative drain verdicts" in line), None)
     with capture.global_and_fixture_disabled():  # fixture output is captured otherwise
         reporter.write_line("")
-        for line in lines[start : start + 12] if start is not None else lines[-20:]:
+        for line in lines[start : start + 14] if start is not None else lines[-20:]:
             reporter.write_line(line)
-        reporter.write_line(f"conformance run (10 scenarios) took {took:.0f} s")
+        reporter.write_line(f"conformance run (12 scenarios) took {took:.0f} s")
 
 
-def _scenarios(report: dict, scenario: str) -> dict[str, dict]:
-    return {s["app"]: s for s in report["scenarios"] if s["scenario"] == scenario}
+def _scenarios(report: dict, scenario: str, config: str = "default") -> dict[str, dict]:
+    return {
+        s["app"]: s
+        for s in report["scenarios"]
+        if s["scenario"] == scenario and s["config"]["name"] == config
+    }
 
 
 def test_report_accounts_for_every_run(report: dict) -> None:
     assert report["platform"] == "local"
     assert report["knative"]["version"].startswith("1.14.")
     assert report["verdict"] == "pass"
-    assert len(report["scenarios"]) == 10
+    assert len(report["scenarios"]) == 12
     for s in report["scenarios"]:
         assert s["summary"]["missing"] == 0
         assert s["summary"]["total"] == s["summary"]["planned"] > 0
@@ -119,6 +126,26 @@ def test_shell_form_app_is_caught_by_sigkill(report: dict, scenario: str) -> Non
     assert s["verdict"] == "fail"
     assert s["killed"] == ["user-container"]
     assert s["gone_after_s"] >= s["timeout_seconds"] - 1
+
+
+def test_short_timeout_twin_is_caught_as_queue_proxy_504(report: dict) -> None:
+    """timeoutSeconds at 60 % of the request length: every request ends in queue-proxy's
+    504 "request timeout", and the pod's grace period (= timeoutSeconds) is 45 s."""
+    runs = _scenarios(report, "pod-delete-long", "short-timeout")
+    assert sorted(runs) == ["go-shutdown", "python-gunicorn-exec"]
+    for s in runs.values():
+        assert s["config"]["timeout_seconds"] == 45
+        assert s["expected"] == "caught" and s["expectation_met"] is True
+        assert s["summary"]["ok"] == 0
+        assert {(f["signature"], f["detail"]) for f in s["failures"]} == {
+            ("queue-proxy", "request timeout")
+        }
+        assert s["gone_after_s"] <= 45 + 5
+
+
+def test_cluster_only_cases_are_skipped_with_the_reason(conformance_run: Path) -> None:
+    log = (conformance_run / "pytest.log").read_text()
+    assert "Knative config activator-in-path needs --platform=kind or existing" in log
 
 
 def test_timeline_follows_kubelet(report: dict) -> None:

@@ -108,8 +108,9 @@ def test_report_json_has_counts_slis_verdict_and_timeline(tmp_path: Path) -> Non
     }
     assert control["sli"]["strict"] == 0.5 and control["verdict"] == "fail"
     assert control["expected"] == "caught" and control["expectation_met"] is True
-    assert control["trigger"]["action"] == "delete pod" and control["tolerance"] == 1.0
+    assert control["trigger"]["name"] == "pod-delete" and control["tolerance"] == 1.0
     assert control["config"]["timeout_seconds"] == 120
+    assert control["config"]["name"] == "default"
     names = [e["name"] for e in control["events"]]
     assert names[0] == "delete" and names[-1] == "gone"
     assert control["events"][0]["t_from_delete_s"] == 0.0
