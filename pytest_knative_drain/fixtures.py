@@ -72,6 +72,7 @@ def drain_platform(
                 release=options.release,
                 allow_cluster_config=options.allow_cluster_config,
                 keep=options.keep,
+                ingress_port=options.ingress_port,
                 progress=lambda msg: _say(pytestconfig, msg),
             )
         elif options.platform == "kind":
@@ -83,6 +84,7 @@ def drain_platform(
                 app_image=options.app_image,
                 manifests_dir=options.knative_manifests_dir,
                 keep=options.keep,
+                host_port=options.ingress_port,
                 workers=_workers(request.session),
                 progress=lambda msg: _say(pytestconfig, msg),
             )

@@ -63,6 +63,14 @@ _OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "release (air-gapped clusters); default: download from the release URLs.",
         None,
     ),
+    (
+        "ingress_port",
+        "--ingress-port",
+        "Host port on 127.0.0.1 where the cluster's ingress answers: kind maps Kourier's "
+        "NodePort there; for --platform=existing forward it yourself (kubectl port-forward "
+        "-n kourier-system svc/kourier 31080:80).",
+        31080,
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -82,6 +90,7 @@ class DrainOptions:
     drain_report: Path | None
     allow_cluster_config: bool = False
     knative_manifests_dir: Path | None = None
+    ingress_port: int = 31080
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -132,7 +141,17 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         drain_report=Path(report) if report else None,
         allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
         knative_manifests_dir=_manifests_dir(config),
+        ingress_port=_port(config),
     )
+
+
+def _port(config: pytest.Config) -> int:
+    value = str(_raw(config, "ingress_port") or 31080)
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise pytest.UsageError(
+            f"--ingress-port={value}: a TCP port number, 1 to 65535 (or ini key 'ingress_port')"
+        )
+    return int(value)
 
 
 def _manifests_dir(config: pytest.Config) -> Path | None:

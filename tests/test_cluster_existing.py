@@ -15,6 +15,14 @@ from pytest_knative_drain import catalog
 from pytest_knative_drain.platforms import cluster
 from pytest_knative_drain.platforms.cluster import ClusterError
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
+from pytest_knative_drain.scenarios import SCENARIOS, KnativeConfig
+
+# A config that changes a ConfigMap of its own, so other tests' ConfigMaps stay untouched.
+CONFIG_900 = KnativeConfig(
+    "timeout-900",
+    "revision-timeout-seconds 900",
+    config_maps={"config-defaults-existing": {"revision-timeout-seconds": "900"}},
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def test_detects_versions_and_refuses_cluster_config(kube, knative_ns) -> None:
     assert "app.kubernetes.io/version" in facts["knative_version_source"]
     assert any("not the requested 1.16" in n for n in notes)
     with pytest.raises(ClusterConfigRefused, match="--allow-cluster-config") as err:
-        platform.config_patch("config-defaults-existing", {"revision-timeout-seconds": "900"})
+        platform.configure(CONFIG_900, SCENARIOS["pod-delete-long"])
     assert "knative-serving/config-defaults-existing" in str(err.value)
     assert (
         knative_ns.read_namespaced_config_map("config-defaults-existing", "knative-serving").data
@@ -91,7 +99,7 @@ def test_detects_versions_and_refuses_cluster_config(kube, knative_ns) -> None:
 
 def test_allowed_cluster_config_is_restored(kube, knative_ns) -> None:
     platform = _connect(kube, allow_cluster_config=True)
-    with platform.config_patch("config-defaults-existing", {"revision-timeout-seconds": "900"}):
+    with platform.configure(CONFIG_900, SCENARIOS["pod-delete-long"]):
         data = knative_ns.read_namespaced_config_map(
             "config-defaults-existing", "knative-serving"
         ).data

@@ -35,6 +35,8 @@ def test_help_lists_one_option_group(pytester: pytest.Pytester) -> None:
         (["--knative-version=0.9"], ["--knative-version=0.9", "1.10", "1.23"]),
         (["--knative-version=1.14.99"], ["--knative-version=1.14.99", "1.14.0"]),
         (["--context=prod", "--platform=local"], ["--context=prod", "--platform=existing"]),
+        (["--ingress-port=80x"], ["--ingress-port=80x", "1 to 65535"]),
+        (["--ingress-port=70000"], ["--ingress-port=70000", "1 to 65535"]),
     ],
 )
 def test_bad_values_are_usage_errors(

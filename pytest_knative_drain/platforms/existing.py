@@ -19,9 +19,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
-    SERVING_NAMESPACE,
     ClusterError,
-    ConfigMapPatch,
     KsvcSpec,
     Namespaces,
     Progress,
@@ -150,19 +148,6 @@ class ExistingPlatform:
             "ingress": f"127.0.0.1:{self.ingress_port} with the Knative Service Host header",
             **self.facts,
         }
-
-    def config_patch(
-        self, name: str, data: dict[str, str], *, namespace: str = SERVING_NAMESPACE
-    ) -> ConfigMapPatch:
-        """A restoring ConfigMap patch, or ClusterConfigRefused unless the user allowed it."""
-        if not self.allow_cluster_config:
-            raise ClusterConfigRefused(
-                f"this scenario changes the cluster-wide ConfigMap {namespace}/{name} "
-                f"({', '.join(f'{k}={v}' for k, v in data.items())}); --platform=existing "
-                f"leaves cluster configuration alone unless you pass {ALLOW_OPTION} "
-                "(the old values are restored afterwards)"
-            )
-        return ConfigMapPatch(self.api, name, data, namespace=namespace, progress=self.progress)
 
     def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
         """The scenario's Knative configuration, or ClusterConfigRefused unless allowed."""
