@@ -20,15 +20,13 @@ from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     ClusterError,
-    KsvcSpec,
     Namespaces,
     Progress,
     api_client,
     knative_serving_version,
-    service_name,
 )
-from .knative_config import KnativeConfigPatch, patch_for
-from .knative_pod import KnativePod
+from .knative_config import KnativeConfigPatch
+from .serving_platform import ServingPlatform
 
 ALLOW_OPTION = "--allow-cluster-config"
 #: Where the cluster's ingress must answer on this host (e.g. ``kubectl port-forward -n
@@ -44,7 +42,7 @@ def _print(message: str) -> None:
     print(f"[knative-drain] {message}")
 
 
-class ExistingPlatform:
+class ExistingPlatform(ServingPlatform):
     """A connected existing cluster with Knative Serving; see the module docstring."""
 
     def __init__(
@@ -149,9 +147,17 @@ class ExistingPlatform:
             **self.facts,
         }
 
+    def missing_image(self, app: str) -> str:
+        return (
+            f"--platform=existing: no image for app {app!r}. The fixture apps are built "
+            "locally and are in no registry your cluster can pull from: pass your own "
+            "image with --app-image=REGISTRY/NAME:TAG (pushed where the cluster pulls), "
+            "or push the fixture images and give their names to ExistingPlatform(app_images=)"
+        )
+
     def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
         """The scenario's Knative configuration, or ClusterConfigRefused unless allowed."""
-        patch = patch_for(self.api, config, scenario, progress=self.progress)
+        patch = super().configure(config, scenario)
         if patch.changes and not self.allow_cluster_config:
             raise ClusterConfigRefused(
                 f"{scenario.name} under Knative config {config.name!r} changes cluster-wide "
@@ -160,45 +166,6 @@ class ExistingPlatform:
                 "afterwards)"
             )
         return patch
-
-    def pod(
-        self,
-        app: str,
-        image: str | None,
-        timeout_seconds: int,
-        *,
-        scale: int = 1,
-        target_burst_capacity: int | None = None,
-    ) -> KnativePod:
-        """A not-yet-started Knative Service of ``app`` in its own namespace (a context manager).
-
-        ``image`` is the user's ``--app-image``; fixture apps need ``app_images`` naming
-        where they were pushed, since their locally built images are in no registry.
-        """
-        chosen = image or self.app_images.get(app)
-        if not chosen:
-            raise ClusterError(
-                f"--platform=existing: no image for app {app!r}. The fixture apps are built "
-                "locally and are in no registry your cluster can pull from: pass your own "
-                "image with --app-image=REGISTRY/NAME:TAG (pushed where the cluster pulls), "
-                "or push the fixture images and give their names to ExistingPlatform(app_images=)"
-            )
-        spec = KsvcSpec(
-            name=service_name(app),
-            image=chosen,
-            timeout_seconds=timeout_seconds,
-            min_scale=scale,
-            max_scale=scale,
-            target_burst_capacity=target_burst_capacity,
-        )
-        return KnativePod(
-            self.api,
-            spec,
-            namespaces=self.namespaces,
-            ingress_port=self.ingress_port,
-            progress=self.progress,
-            keep=self.keep,
-        )
 
     def close(self) -> None:
         """Delete the namespaces this run created (unless kept)."""

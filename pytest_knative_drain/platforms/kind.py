@@ -24,23 +24,19 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from .. import kind_plan
 from ..catalog import Release
 from ..docker_engine import state_dir
-from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     Applier,
     ClusterError,
     ConfigMapPatch,
-    KsvcSpec,
     Namespaces,
     Progress,
     api_client,
     knative_serving_version,
     kubernetes_version,
-    service_name,
     wait_deployments_available,
     wait_pods_ready,
 )
-from .knative_config import KnativeConfigPatch, patch_for
-from .knative_pod import KnativePod
+from .serving_platform import ServingPlatform
 
 _KIND_VERSION = re.compile(r"kind v(\d+)\.(\d+)\.(\d+)")
 
@@ -116,7 +112,7 @@ def cluster_exists(kind: Path, name: str) -> bool:
     return name in proc.stdout.split()
 
 
-class KindPlatform:
+class KindPlatform(ServingPlatform):
     """A kind cluster running Knative Serving; deleted at the end unless kept."""
 
     def __init__(
@@ -137,6 +133,7 @@ class KindPlatform:
         self.api = api
         self.release = release
         self.host_port = host_port
+        self.ingress_port = host_port  # Kourier's NodePort is mapped here
         self.created = created
         self.keep = keep
         self.app_images = dict(app_images or {})
@@ -290,38 +287,8 @@ class KindPlatform:
             **self.facts,
         }
 
-    def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
-        """The scenario's Knative configuration (a context manager restoring it): our cluster."""
-        return patch_for(self.api, config, scenario, progress=self.progress)
-
-    def pod(
-        self,
-        app: str,
-        image: str | None,
-        timeout_seconds: int,
-        *,
-        scale: int = 1,
-        target_burst_capacity: int | None = None,
-    ) -> KnativePod:
-        """A not-yet-started Knative Service of ``app`` in its own namespace."""
-        chosen = image or self.app_images.get(app)
-        if not chosen:
-            raise ClusterError(f"--platform=kind: no image loaded for app {app!r}")
-        return KnativePod(
-            self.api,
-            KsvcSpec(
-                name=service_name(app),
-                image=chosen,
-                timeout_seconds=timeout_seconds,
-                min_scale=scale,
-                max_scale=scale,
-                target_burst_capacity=target_burst_capacity,
-            ),
-            namespaces=self.namespaces,
-            ingress_port=self.host_port,
-            progress=self.progress,
-            keep=self.keep,
-        )
+    def missing_image(self, app: str) -> str:
+        return f"--platform=kind: no image loaded for app {app!r}"
 
     def close(self) -> None:
         """Delete this run's namespaces, then the cluster if this run created it (unless kept)."""

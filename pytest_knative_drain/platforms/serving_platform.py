@@ -1,0 +1,63 @@
+"""What the kind and existing platforms share: Knative Services as pod targets, and the
+scenario's Knative configuration applied to the cluster (and restored)."""
+
+from __future__ import annotations
+
+from kubernetes import client as k8s
+
+from ..scenarios import KnativeConfig, Scenario
+from .cluster import ClusterError, KsvcSpec, Namespaces, Progress, service_name
+from .knative_config import KnativeConfigPatch, patch_for
+from .knative_pod import KnativePod
+
+
+class ServingPlatform:
+    """A cluster with Knative Serving whose ingress answers on 127.0.0.1:``ingress_port``."""
+
+    api: k8s.ApiClient
+    namespaces: Namespaces
+    app_images: dict[str, str]
+    ingress_port: int
+    progress: Progress
+    keep: bool
+
+    def missing_image(self, app: str) -> str:
+        """Why there is no image for ``app`` and what to do about it."""
+        return f"no image for app {app!r}"
+
+    def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
+        """The scenario's Knative configuration: a context manager that restores it."""
+        return patch_for(self.api, config, scenario, progress=self.progress)
+
+    def pod(
+        self,
+        app: str,
+        image: str | None,
+        timeout_seconds: int,
+        *,
+        scale: int = 1,
+        target_burst_capacity: int | None = None,
+    ) -> KnativePod:
+        """A not-yet-started Knative Service of ``app`` in its own namespace.
+
+        ``image`` is the user's ``--app-image``; else the fixture app's image.
+        """
+        chosen = image or self.app_images.get(app)
+        if not chosen:
+            raise ClusterError(self.missing_image(app))
+        spec = KsvcSpec(
+            name=service_name(app),
+            image=chosen,
+            timeout_seconds=timeout_seconds,
+            min_scale=scale,
+            max_scale=scale,
+            target_burst_capacity=target_burst_capacity,
+        )
+        return KnativePod(
+            self.api,
+            spec,
+            namespaces=self.namespaces,
+            ingress_port=self.ingress_port,
+            progress=self.progress,
+            keep=self.keep,
+        )
