@@ -2,10 +2,13 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from pytest_knative_drain import catalog
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_help_lists_one_option_group(pytester: pytest.Pytester) -> None:
@@ -122,3 +125,30 @@ def test_cluster_platforms_fail_with_a_clear_message(
     out = result.stdout.str()
     assert f"cannot load --kubeconfig={missing}" in out
     assert "Traceback" not in out and "During handling" not in out
+
+
+def test_kind_gets_worker_nodes_only_when_a_node_drain_case_is_selected(
+    pytester: pytest.Pytester,
+) -> None:
+    """Node drain needs somewhere for the pods to go: kind is made with 2 workers then."""
+    pytester.makepyfile(
+        workers_probe="""
+        from pytest_knative_drain.fixtures import _workers
+
+        def pytest_collection_finish(session):
+            print(f"workers={_workers(session)}")
+        """
+    )
+    pytester.syspathinsert()
+
+    def workers(*args: str) -> str:
+        result = pytester.runpytest(
+            str(ROOT / "conformance"), "-p", "workers_probe", "--collect-only", *args
+        )
+        found = re.search(r"workers=\d+", result.stdout.str())
+        return found.group(0) if found else result.stdout.str()
+
+    assert workers("--platform=kind", "-k", "node_drain") == "workers=2"
+    assert workers("--platform=kind", "-k", "rollout") == "workers=0"
+    # on the local platform node drain is skipped: no workers to make
+    assert workers("--platform=local", "-k", "node_drain") == "workers=0"
