@@ -18,6 +18,10 @@ from .records import RequestRecord
 from .scenarios import DEFAULT_CONFIG, TRIGGERS, ScenarioPlan, Trigger
 
 
+class TriggerError(RuntimeError):
+    """The trigger never took effect: the run measured nothing and has no verdict."""
+
+
 class Terminable(Protocol):
     url: str
     events: list[Any]
@@ -150,6 +154,13 @@ def run_scenario(
         deadline_s=bound,
         headers=getattr(target, "headers", None),  # Host of the ksvc behind a cluster ingress
     )
+    failed = [e for e in result.events if e.error or e.started_mono is None]
+    if failed:
+        event = failed[0]
+        raise TriggerError(
+            f"{scenario}: trigger {event.name} at {event.planned_at:g} s failed, so no pod was "
+            f"ended and there is no verdict: {event.error or 'it never ran'}"
+        )
     termination = target.wait_gone(max(grace, plan.timeout_seconds) + 60)
     summary = verdict.summarize(result.records, planned=plan.planned)
     out = ScenarioResult(
@@ -177,7 +188,8 @@ def judge_result(result: ScenarioResult) -> None:
     """Fill ``problems`` and ``catches``: what went wrong and which component showed it."""
     problems = verdict.check_slo(result.summary, result.plan.min_strict_sli)
     catches = set(result.summary.signatures)
-    if result.killed:
+    forced = TRIGGERS[result.trigger].grace_s == 0  # a kill by design, not the app's doing
+    if result.killed and not forced:
         catches.add("sigkill")
         grace = result.timeout_seconds or result.plan.timeout_seconds
         problems.append(

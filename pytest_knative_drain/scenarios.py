@@ -65,6 +65,13 @@ TRIGGERS: dict[str, Trigger] = {
             ALL_PLATFORMS,
         ),
         Trigger(
+            "pod-kill",
+            "pod_delete",
+            "delete the revision pod with grace period 0 (kubectl delete --grace-period=0 "
+            "--force): its containers get no time at all",
+            grace_s=0,
+        ),
+        Trigger(
             "scale-down",
             "scale_down",
             "lower min/max-scale from 2 to 1 on the revision's PodAutoscaler: the "
@@ -142,6 +149,23 @@ _LONG = {
     "seed": ScenarioPlan(_one(200, 300), trigger_at_s=10, timeout_seconds=600),
 }
 
+# A steady stream of short requests for the non-graceful kills, held to upstream's 0.90
+# (test/ha/activator_test.go: >= 400 probes, SLO 0.90 when the pod gets grace 0).
+_STREAM = {
+    "quick": ScenarioPlan(
+        _stream(400, every_s=2.0, batches=20, sleep_s=1.0),
+        trigger_at_s=10,
+        timeout_seconds=120,
+        min_strict_sli=0.90,
+    ),
+    "seed": ScenarioPlan(
+        _stream(2000, every_s=3.0, batches=100, sleep_s=1.0),
+        trigger_at_s=60,
+        timeout_seconds=300,
+        min_strict_sli=0.90,
+    ),
+}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -217,24 +241,18 @@ SCENARIOS: dict[str, Scenario] = {
             activator_replicas=2,
         ),
         Scenario(
+            "pod-kill",
+            "one of two pods is killed (grace 0) under a steady stream of short requests: "
+            "the other must take over; held to 0.90 like upstream's non-graceful kills",
+            _STREAM,
+            trigger="pod-kill",
+            scale=2,
+        ),
+        Scenario(
             "activator-kill",
             "an activator pod is killed (grace 0) under a steady stream of short requests; "
             "Knative's own tolerance is 0.90",
-            {
-                # upstream: >= 400 probes, SLO 0.90 for the non-graceful kill
-                "quick": ScenarioPlan(
-                    _stream(400, every_s=2.0, batches=20, sleep_s=1.0),
-                    trigger_at_s=10,
-                    timeout_seconds=120,
-                    min_strict_sli=0.90,
-                ),
-                "seed": ScenarioPlan(
-                    _stream(2000, every_s=3.0, batches=100, sleep_s=1.0),
-                    trigger_at_s=60,
-                    timeout_seconds=300,
-                    min_strict_sli=0.90,
-                ),
-            },
+            _STREAM,
             trigger="activator-kill",
             target_burst_capacity=-1,
             activator_replicas=2,
@@ -264,7 +282,12 @@ class FixtureApp:
         return not any(self.expect.values())
 
 
-_USER_POD_ENDS = tuple(s for s in SCENARIOS if SCENARIOS[s].family != "activator")
+# Scenarios that end a user pod gracefully: there, how the app handles SIGTERM shows.
+_USER_POD_ENDS = tuple(
+    s
+    for s in SCENARIOS
+    if SCENARIOS[s].family != "activator" and TRIGGERS[SCENARIOS[s].trigger].grace_s is None
+)
 _LONG_ON_USER_POD = tuple(
     s for s in _USER_POD_ENDS if SCENARIOS[s].plan("quick").last_request_end_s > 60
 )
@@ -311,6 +334,7 @@ class KnativeConfig:
     config_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # knative-serving
     activator_grace_s: int | None = None  # activator terminationGracePeriodSeconds
     activator_replicas: int | None = None  # exactly this many activators (HPA min = max)
+    scale: int | None = None  # revision pods, instead of the scenario's
     expect: frozenset[str] = PASS
 
     def applies_to(self, scenario: Scenario) -> bool:
@@ -366,6 +390,15 @@ CONFIGS: dict[str, KnativeConfig] = {
             },
             activator_grace_s=60,
             expect=frozenset({"activator", "ingress", "unknown"}),
+        ),
+        KnativeConfig(
+            "single-replica",
+            "one revision pod (min/max-scale 1): killing it leaves nothing to take over "
+            "until a new pod is Ready",
+            platforms=CLUSTER,
+            scenarios=("pod-kill",),
+            scale=1,
+            expect=frozenset({"ingress", "activator", "queue-proxy", "unknown"}),
         ),
         KnativeConfig(
             "single-activator",

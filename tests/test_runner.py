@@ -1,9 +1,28 @@
 """Scenario judging: deletion behaviour and expectations (negative controls must be caught)."""
 
+import pytest
+from misbehaving_servers import LoopbackServer
+
 from pytest_knative_drain import verdict
+from pytest_knative_drain.platforms.cluster import ClusterError
 from pytest_knative_drain.records import RequestRecord
-from pytest_knative_drain.runner import ScenarioResult, expectation_problem, judge_result
-from pytest_knative_drain.scenarios import APPS, CONFIGS, SCENARIOS, cases, families
+from pytest_knative_drain.runner import (
+    ScenarioResult,
+    TriggerError,
+    expectation_problem,
+    judge_result,
+    run_scenario,
+)
+from pytest_knative_drain.scenarios import (
+    APPS,
+    CONFIGS,
+    SCENARIOS,
+    TRIGGERS,
+    BatchSpec,
+    ScenarioPlan,
+    cases,
+    families,
+)
 
 
 def result(records, *, killed=(), gone=31.0, scenario="pod-delete-long", app="x", expected=()):
@@ -100,3 +119,54 @@ def test_config_timeout_and_platforms():
     assert not any(
         k.startswith(("rollout", "scale-down", "node-drain", "activator")) for k in local
     )
+
+
+class _TargetWhoseTriggerFails:
+    """The runner's side of a pod target, in front of a real loopback server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events: list = []
+
+    def trigger(self, trigger):
+        raise ClusterError("scale-down: no PodAutoscaler labelled serving.knative.dev/service=x")
+
+    def wait_gone(self, timeout_s=None):  # pragma: no cover - must not be reached
+        raise AssertionError("wait_gone after a failed trigger")
+
+
+def test_a_trigger_that_fails_ends_the_run_without_a_verdict():
+    plan = ScenarioPlan((BatchSpec("batch-1", 3, 0.0, 0.1),), trigger_at_s=0.05, timeout_seconds=1)
+    with LoopbackServer("ok") as server:
+        target = _TargetWhoseTriggerFails(server.url)
+        with pytest.raises(
+            TriggerError, match=r"trigger scale-down at 0.05 s failed.*PodAutoscaler"
+        ):
+            run_scenario(
+                target,
+                scenario="scale-down-long",
+                app="x",
+                profile="quick",
+                plan=plan,
+                trigger=TRIGGERS["scale-down"],
+            )
+        assert server.requests == 3  # the load ran; the requests were not judged
+
+
+def test_a_kill_by_design_is_not_blamed_on_the_app():
+    r = ScenarioResult(
+        scenario="pod-kill",
+        app="python-gunicorn-exec",
+        profile="quick",
+        plan=SCENARIOS["pod-kill"].plan("quick"),
+        records=[ok(i) for i in range(9)] + [eof(9)],
+        summary=verdict.summarize([ok(i) for i in range(9)] + [eof(9)], planned=10),
+        events=[],
+        t0_mono=0.0,
+        gone_after_s=0.5,
+        killed=["user-container", "queue-proxy"],
+        trigger="pod-kill",
+    )
+    judge_result(r)
+    assert r.passed and "sigkill" not in r.catches  # 0.9 meets the 0.90 tolerance
+    assert r.summary.strict_sli == 0.9

@@ -391,7 +391,7 @@ class KnativePod:
         if self.name is None or self.namespace is None:
             raise ClusterError(f"{trigger.name} before the pod was found (start() first)")
         assert self._watch is not None
-        if trigger.name == "pod-delete":
+        if trigger.name in ("pod-delete", "pod-kill"):
             return self.delete(trigger.grace_s)
         grace = float(self.spec.timeout_seconds)
         if trigger.name == "scale-down":
@@ -503,7 +503,8 @@ class KnativePod:
 
     # -- evidence and cleanup ------------------------------------------------------------
     def collect_logs(self, tail: int = 400) -> dict[str, str]:
-        """queue-proxy and user-container logs of the pod, and the namespace's events."""
+        """queue-proxy and user-container logs of the pod, the namespace's events, and the
+        activators' logs after an activator trigger (the deleted one's are gone with it)."""
         if self.namespace is None:
             return self.logs
         if self.name is not None:
@@ -515,6 +516,14 @@ class KnativePod:
                 except (ApiException, Urllib3Error, OSError) as exc:
                     reason = getattr(exc, "reason", None) or exc
                     self.logs.setdefault(container, f"(no log: {reason})")
+        if self._activator_watch is not None:  # an activator trigger ran: its peers' view
+            try:
+                for name in cluster_triggers.ready_activators(self.api):
+                    self.logs[f"activator {name}"] = self.core.read_namespaced_pod_log(
+                        name, SERVING_NAMESPACE, container="activator", tail_lines=tail
+                    )
+            except (ApiException, Urllib3Error, OSError) as exc:
+                self.logs["activator"] = f"(no log: {getattr(exc, 'reason', None) or exc})"
         try:
             items = self.core.list_namespaced_event(self.namespace).items
             lines = [
