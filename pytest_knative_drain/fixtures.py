@@ -13,7 +13,7 @@ import pytest
 from . import plugin
 from .options import DrainOptions
 from .runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
-from .scenarios import APPS, SCENARIOS, TRIGGERS, Case, FixtureApp
+from .scenarios import APPS, CONFIGS, DEFAULT_CONFIG, SCENARIOS, TRIGGERS, Case, FixtureApp
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +32,16 @@ def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
     return pytestconfig.stash[plugin.OPTIONS_KEY]
 
 
+def _infrastructure_errors() -> tuple[type[Exception], ...]:
+    """What the platforms raise when Docker, kind or the cluster cannot do their part."""
+    from .docker_engine import DockerEngineError
+    from .images import ImagesError
+    from .platforms.cluster import ClusterError
+    from .platforms.local import LocalPlatformError
+
+    return (ClusterError, DockerEngineError, ImagesError, LocalPlatformError)
+
+
 def _workers(session: pytest.Session) -> int:
     """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
     needed = [0]
@@ -48,12 +58,7 @@ def drain_platform(
     drain_options: DrainOptions, pytestconfig: pytest.Config, request: pytest.FixtureRequest
 ) -> Iterator[object]:
     """Bring up the platform once per session; tear it down unless kept."""
-    from .docker_engine import DockerEngineError
-    from .images import ImagesError
-    from .platforms.cluster import ClusterError
-    from .platforms.local import LocalPlatformError
-
-    infrastructure = (ClusterError, DockerEngineError, ImagesError, LocalPlatformError)
+    infrastructure = _infrastructure_errors()
 
     report = pytestconfig.stash[plugin.REPORT_KEY]
     options = drain_options
@@ -155,29 +160,38 @@ class Drain:
         self.config = config
 
     def run(self, case: Case | str) -> ScenarioResult:
-        """Run a matrix cell (or a scenario name, under the default config) for this app."""
+        """Run a matrix cell (or a scenario name, under the default config) for this app.
+
+        Skips when ``--platform=existing`` may not change what the case needs; fails
+        without a traceback when the platform cannot do what the case needs.
+        """
         from .platforms.existing import ClusterConfigRefused
-        from .scenarios import CONFIGS, DEFAULT_CONFIG
 
         if isinstance(case, str):
             case = Case(SCENARIOS[case], CONFIGS[DEFAULT_CONFIG], self.app.name)
-        scenario, config = case.scenario, case.config
         if self.options.platform not in case.platforms:
             pytest.skip(f"{case.id} cannot run on --platform={self.options.platform}")
+        skip = failure = ""
+        try:
+            result = self._execute(case)
+        except ClusterConfigRefused as exc:
+            skip = str(exc)
+        except (*_infrastructure_errors(), TriggerError) as exc:
+            failure = f"{case.id}: {exc}"
+        if skip:  # outside the except blocks: no exception chain in the output
+            pytest.skip(skip)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        self.config.stash[plugin.REPORT_KEY].add(result)
+        return result
+
+    def _execute(self, case: Case) -> ScenarioResult:
+        scenario, config = case.scenario, case.config
         plan = scenario.plan(self.options.profile)
         timeout = config.timeout_seconds(plan)
         tbc = config.target_burst_capacity
-        try:
-            configured = self.platform.configure(config, scenario)
-        except ClusterConfigRefused as exc:
-            skip = str(exc)
-        else:
-            skip = ""
-        if skip:  # outside the except block: no exception chain in the skip reason
-            pytest.skip(skip)
-        failure = ""
         with (
-            configured,
+            self.platform.configure(config, scenario),
             self.platform.pod(
                 self.app.name,
                 self.app.image,
@@ -186,26 +200,20 @@ class Drain:
                 target_burst_capacity=scenario.target_burst_capacity if tbc is None else tbc,
             ) as pod,
         ):
-            try:
-                result = run_scenario(
-                    pod,
-                    scenario=scenario.name,
-                    app=self.app.name,
-                    profile=self.options.profile,
-                    plan=plan,
-                    expected=case.expected,
-                    trigger=TRIGGERS[scenario.trigger],
-                    config=config.name,
-                    timeout_seconds=timeout if timeout != plan.timeout_seconds else None,
-                )
-            except TriggerError as exc:
-                failure = str(exc)
-            if failure:  # the platform did not do what the scenario needs: no verdict
-                pytest.fail(failure, pytrace=False)
+            result = run_scenario(
+                pod,
+                scenario=scenario.name,
+                app=self.app.name,
+                profile=self.options.profile,
+                plan=plan,
+                expected=case.expected,
+                trigger=TRIGGERS[scenario.trigger],
+                config=config.name,
+                timeout_seconds=timeout if timeout != plan.timeout_seconds else None,
+            )
             if not result.expectation_met:
                 pod.collect_logs()
                 result.logs = dict(pod.logs)
-        self.config.stash[plugin.REPORT_KEY].add(result)
         return result
 
     def check(self, result: ScenarioResult) -> None:
