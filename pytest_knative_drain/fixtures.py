@@ -197,7 +197,9 @@ class Drain:
                 self.app.image,
                 timeout,
                 scale=scenario.scale if config.scale is None else config.scale,
+                max_scale=scenario.max_scale,
                 target_burst_capacity=scenario.target_burst_capacity if tbc is None else tbc,
+                annotations=scenario.annotations,
             ) as pod,
         ):
             result = run_scenario(

@@ -53,6 +53,7 @@ class ScenarioResult:
     config: str = DEFAULT_CONFIG  # the Knative configuration it ran under
     trigger: str = "pod-delete"
     timeout_seconds: int | None = None  # the revision's, when the config changed it
+    ended_pods: list[str] = field(default_factory=list)  # the pods the trigger ended
 
     @property
     def label(self) -> str:
@@ -105,6 +106,7 @@ class ScenarioResult:
             "problems": self.problems,
             "catches": sorted(self.catches),
             "gone_after_s": self.gone_after_s,
+            "ended_pods": self.ended_pods,
             "killed": self.killed,
             "duration_s": round(self.duration_s, 3),
             "failures": verdict.failure_table(self.records),
@@ -178,6 +180,7 @@ def run_scenario(
         config=config,
         trigger=trigger.name,
         timeout_seconds=timeout_seconds,
+        ended_pods=list(getattr(termination, "pods", [])),
     )
     judge_result(out)
     out.duration_s = time.monotonic() - started
@@ -197,12 +200,39 @@ def judge_result(result: ScenarioResult) -> None:
             f"of {', '.join(result.killed)}; the app never exited on SIGTERM "
             "(shell-form CMD keeps /bin/sh as PID 1?)"
         )
+    inconclusive = _cut_batch_problem(result)
+    if inconclusive:
+        problems.append(inconclusive)
     limit = result.plan.max_gone_s
     if limit is not None and (result.gone_after_s is None or result.gone_after_s > limit):
         catches.add("slow-deletion")
         problems.append(f"pod gone {result.gone_after_s} s after delete; must be <= {limit:g} s")
     result.problems = problems
     result.catches = catches
+
+
+def _cut_batch_problem(result: ScenarioResult) -> str | None:
+    """Where the platform chose which pods end: did any ``cut_batch`` request meet one?
+
+    A failed request of the batch did (nothing else cuts it); an answered one did if the
+    pod that answered (x-pod-name) is among the ended pods. If none did, the run proved
+    nothing about draining, whatever the app: it must not count as a pass.
+    """
+    batch = result.plan.cut_batch
+    if batch is None:
+        return None
+    mine = [r for r in result.records if r.batch == batch]
+    if any(verdict.judge(r).cls != "ok" for r in mine):
+        return None
+    ended = set(result.ended_pods)
+    if any(r.pod in ended for r in mine):
+        return None
+    served = sorted({r.pod or "?" for r in mine})
+    return (
+        f"inconclusive: none of the {len(mine)} '{batch}' requests was on a pod that ended "
+        f"(ended: {', '.join(sorted(ended)) or 'none'}; they were answered by "
+        f"{', '.join(served)}): the run proves nothing about draining; run it again"
+    )
 
 
 def expectation_problem(result: ScenarioResult) -> str | None:

@@ -30,6 +30,9 @@ class ScenarioPlan:
     timeout_seconds: int  # the revision's timeoutSeconds = pod grace period
     min_strict_sli: float = 1.0
     max_gone_s: float | None = None  # deletion must finish by then (timeliness)
+    # When the platform picks which pods end: a request of this batch must have been on
+    # one of them (failed, or answered by it), else the run proved nothing.
+    cut_batch: str | None = None
 
     @property
     def planned(self) -> int:
@@ -78,6 +81,12 @@ TRIGGERS: dict[str, Trigger] = {
             "autoscaler removes a pod that holds requests",
         ),
         Trigger(
+            "autoscale-down",
+            "scale_down",
+            "end a burst of short requests: the autoscaler scales down on its own while "
+            "long requests are still in flight",
+        ),
+        Trigger(
             "rollout",
             "rollout",
             "change the Service's template: a new revision takes the traffic and the "
@@ -113,6 +122,8 @@ class Scenario:
     plans: dict[str, ScenarioPlan]  # profile -> plan
     trigger: str = "pod-delete"
     scale: int = 1  # revision pods before the trigger (min-scale = max-scale)
+    max_scale: int | None = None  # else max-scale = scale; above it the autoscaler decides
+    annotations: dict[str, str] = field(default_factory=dict)  # more revision annotations
     target_burst_capacity: int | None = None  # -1: activator always in the request path
     activator_replicas: int = 0  # at least this many activator pods (activator triggers)
     workers: int = 0  # kind worker nodes it needs (node drain: somewhere for pods to go)
@@ -217,6 +228,37 @@ SCENARIOS: dict[str, Scenario] = {
             _LONG,
             trigger="scale-down",
             scale=2,
+        ),
+        Scenario(
+            "scale-down-after-burst",
+            "a burst scales the revision to 3 pods; long requests start on them; when the "
+            "burst ends the autoscaler removes pods that hold long requests",
+            {
+                # 600 x 1 s over 20 s (~30 in flight, target 10: 3 pods), 6 x 100 s at 15 s;
+                # window 6 s: 2 pods go ~26 s in, their app gets SIGTERM ~60 s in.
+                "quick": ScenarioPlan(
+                    _stream(600, every_s=1.0, batches=20, sleep_s=1.0)
+                    + (BatchSpec("long", 6, 15.0, 100.0),),
+                    trigger_at_s=20,
+                    timeout_seconds=150,
+                    cut_batch="long",
+                ),
+                "seed": ScenarioPlan(
+                    _stream(2000, every_s=1.0, batches=40, sleep_s=1.0)
+                    + (BatchSpec("long", 6, 30.0, 300.0),),  # more would hold the scale up
+                    trigger_at_s=40,
+                    timeout_seconds=600,
+                    cut_batch="long",
+                ),
+            },
+            trigger="autoscale-down",
+            scale=1,
+            max_scale=3,
+            annotations={
+                "autoscaling.knative.dev/target": "10",
+                "autoscaling.knative.dev/window": "6s",
+                "autoscaling.knative.dev/scale-down-delay": "0s",
+            },
         ),
         Scenario(
             "rollout-long",

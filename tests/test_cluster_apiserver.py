@@ -160,6 +160,7 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
         max_scale=3,
         target_burst_capacity=-1,
         env={"SLEEP_DEFAULT": "1"},
+        annotations={"autoscaling.knative.dev/window": "6s"},
     )
     with Applier(api) as applier, Namespaces(api, "test-run").scoped("ksvc") as ns:
         [ref] = applier.apply([cluster.render_ksvc(spec, ns)])
@@ -174,6 +175,7 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
         "autoscaling.knative.dev/min-scale": "2",
         "autoscaling.knative.dev/max-scale": "3",
         "autoscaling.knative.dev/target-burst-capacity": "-1",
+        "autoscaling.knative.dev/window": "6s",
     }
 
 

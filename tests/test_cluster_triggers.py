@@ -384,6 +384,7 @@ def test_scale_down_waits_for_the_pod_knative_removes(api, knative_core) -> None
         core.delete_namespaced_pod("two-b", ns, grace_period_seconds=0)
         done = target.wait_gone(10)
         assert done is term and done.gone_after_s is not None and done.killed == []
+        assert done.pods == ["two-b"]
         names = [(e.pod, e.name) for e in target.events]
         assert ("two-b", "gone") in names and ("two-a", "gone") not in names
     finally:

@@ -170,3 +170,47 @@ def test_a_kill_by_design_is_not_blamed_on_the_app():
     judge_result(r)
     assert r.passed and "sigkill" not in r.catches  # 0.9 meets the 0.90 tolerance
     assert r.summary.strict_sli == 0.9
+
+
+def _burst(records, ended):
+    plan = SCENARIOS["scale-down-after-burst"].plan("quick")
+    r = ScenarioResult(
+        scenario="scale-down-after-burst",
+        app="go-exit",
+        profile="quick",
+        plan=plan,
+        records=records,
+        summary=verdict.summarize(records, planned=len(records)),
+        events=[],
+        t0_mono=0.0,
+        gone_after_s=40.0,
+        killed=[],
+        trigger="autoscale-down",
+        ended_pods=ended,
+        expected=frozenset({"queue-proxy"}),
+    )
+    judge_result(r)
+    return r
+
+
+def _long(i, pod):
+    return RequestRecord(
+        id=i, batch="long", url="u", status=200, body="slept", body_ok=True, pod=pod
+    )
+
+
+def test_a_run_where_no_long_request_met_an_ended_pod_proves_nothing():
+    r = _burst([_long(0, "pod-a"), _long(1, "pod-a"), ok(2)], ended=["pod-b", "pod-c"])
+    assert not r.passed
+    assert "inconclusive: none of the 2 'long' requests was on a pod that ended" in r.problems[0]
+    assert "answered by pod-a" in r.problems[0]
+    # for a negative control it is no catch either: the gate says it could not fail here
+    assert "was NOT caught" in expectation_problem(r)
+
+
+def test_a_long_request_on_an_ended_pod_makes_the_run_count():
+    r = _burst([_long(0, "pod-a"), _long(1, "pod-b")], ended=["pod-b"])
+    assert r.passed
+    dropped = RequestRecord(id=1, batch="long", url="u", status=502, body="EOF")
+    r = _burst([_long(0, "pod-a"), dropped], ended=["pod-b"])
+    assert r.catches == {"queue-proxy"} and not any("inconclusive" in p for p in r.problems)

@@ -423,6 +423,7 @@ class KsvcSpec:
     target_burst_capacity: int | None = None  # -1: activator always in path; 0: only from zero
     port: int = 8080
     env: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)  # more revision annotations
 
     def check(self) -> None:
         """Raise ClusterError naming the field and its accepted values."""
@@ -467,6 +468,7 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
         annotations["autoscaling.knative.dev/target-burst-capacity"] = str(
             spec.target_burst_capacity
         )
+    annotations.update(spec.annotations)
     container: dict[str, Any] = {
         "name": "user-container",
         "image": spec.image,

@@ -401,6 +401,8 @@ class KnativePod:
                 self.api, self.namespace, self.spec.name, target
             )
             self.event("PodAutoscaler patched", ", ".join(names))
+        elif trigger.name == "autoscale-down":
+            t0 = self.event("burst over", "the autoscaler decides which pods go")
         elif trigger.name == "rollout":
             t0 = self.event("rollout", f"template annotation {cluster_triggers.ROLLOUT_ANNOTATION}")
             cluster_triggers.roll_out(
@@ -480,6 +482,7 @@ class KnativePod:
                     f"(grace {self.termination.grace_s:g} s; is the node's kubelet running?)"
                 )
         names = {name for _, name in awaited}
+        self.termination.pods = sorted(names)
         events = self.events
         gone = [e.mono for e in events if e.pod in names and e.name == "gone"]
         self.termination.gone_mono = max(gone) if gone else time.monotonic()

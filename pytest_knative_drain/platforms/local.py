@@ -253,7 +253,7 @@ class LocalPod:
         """Start deleting the pod and return at once; ``wait_gone`` waits for the end."""
         grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
         t0 = self.event("delete", f"terminationGracePeriodSeconds={grace:g}")
-        self.termination = Termination(t0_mono=t0.mono, grace_s=grace)
+        self.termination = Termination(t0_mono=t0.mono, grace_s=grace, pods=[self.name])
         for role, target in (
             ("queue-proxy", self._stop_queue_proxy),
             ("user-container", self._stop_user_container),
@@ -457,16 +457,19 @@ class LocalPlatform:
         timeout_seconds: int,
         *,
         scale: int = 1,
+        max_scale: int | None = None,
         target_burst_capacity: int | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> LocalPod:
         """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
 
-        One pod and no activator: ``scale`` must be 1 and ``target_burst_capacity`` unset.
+        One pod, no autoscaler, no activator: only ``scale=1`` and no other revision knobs.
         """
-        if scale != 1 or target_burst_capacity is not None:
+        if scale != 1 or max_scale not in (None, 1) or target_burst_capacity or annotations:
             raise LocalPlatformError(
-                f"the local platform runs one pod without an activator (scale={scale}, "
-                f"target_burst_capacity={target_burst_capacity}): use a cluster platform"
+                f"the local platform runs one pod without autoscaler or activator (scale={scale}, "
+                f"max_scale={max_scale}, target_burst_capacity={target_burst_capacity}, "
+                f"annotations={annotations}): use a cluster platform"
             )
         app_image = image or self.app_images[app]
         revision = RevisionSpec(

@@ -35,6 +35,7 @@ class Termination:
     grace_s: float
     gone_mono: float | None = None
     killed: list[str] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)  # the pods that ended
     prestop_s: float | None = None
     prestop_status: int | None = None
 

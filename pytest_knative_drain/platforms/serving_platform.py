@@ -36,7 +36,9 @@ class ServingPlatform:
         timeout_seconds: int,
         *,
         scale: int = 1,
+        max_scale: int | None = None,
         target_burst_capacity: int | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace.
 
@@ -50,8 +52,9 @@ class ServingPlatform:
             image=chosen,
             timeout_seconds=timeout_seconds,
             min_scale=scale,
-            max_scale=scale,
+            max_scale=scale if max_scale is None else max_scale,
             target_burst_capacity=target_burst_capacity,
+            annotations=dict(annotations or {}),
         )
         return KnativePod(
             self.api,
