@@ -408,7 +408,7 @@ def test_activator_delete_targets_an_activator_pod(api, knative_core) -> None:
         term = target.trigger(TRIGGERS["activator-delete"])
         victim = sorted(made)[0]  # the first Ready one, by name
         assert _terminating(api, "knative-serving", victim)
-        assert term.grace_s == 600.0
+        assert term.grace_s == 30.0  # the activator pod's own terminationGracePeriodSeconds
         with pytest.raises(ClusterError, match=f"knative-serving/{victim} still exists"):
             target.wait_gone(1)
         core.delete_namespaced_pod(victim, "knative-serving", grace_period_seconds=0)

@@ -422,12 +422,19 @@ class KnativePod:
                 for ref in evicted
                 if ref.split("/", 1)[0] == self.namespace
             ]
+            if not self._awaited:
+                raise ClusterError(
+                    f"node-drain: no pod of {self.namespace}/{self.spec.name} was evicted "
+                    f"from node {node} (evicted: {', '.join(evicted) or 'nothing'})"
+                )
         elif trigger.name in ("activator-delete", "activator-kill"):
             self._activator_watch = PodWatch(
                 self.api, SERVING_NAMESPACE, cluster_triggers.ACTIVATOR_SELECTOR
             ).start()
             victim, ready = cluster_triggers.pick_activator(self.api)
-            grace = 600.0 if trigger.grace_s is None else float(trigger.grace_s)
+            own = self._activator_watch.last(victim)
+            own_grace = own.spec.termination_grace_period_seconds if own is not None else None
+            grace = float(trigger.grace_s if trigger.grace_s is not None else (own_grace or 30))
             how = "its own grace" if trigger.grace_s is None else f"grace {trigger.grace_s}"
             t0 = self.event(
                 trigger.name, f"delete activator pod {victim} ({how}; {ready} Ready activators)"
