@@ -9,7 +9,7 @@ is asked.
 Why it is callback-driven: thousands of concurrent requests must cost the CI runner
 little CPU. Each connection is a non-blocking socket watched by the event loop
 (``add_reader``/``add_writer``), with no task, future, transport or timer per request;
-responses are read by a small RFC 9112 parser (status line, Content-Length, chunked,
+responses are read by a small RFC 9112 parser (http1.py: status line, Content-Length, chunked,
 close-delimited bodies; CRLF line endings) that keeps the classification exact.
 Timeouts are one deadline sweep over a time-ordered queue; wall-clock stamps derive
 from one monotonic/wall anchor per schedule, so both clocks of a record agree.
@@ -28,16 +28,24 @@ import dataclasses
 import errno
 import gc
 import os
-import re
 import resource
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-from .records import BODY_LIMIT, POD_HEADER, REVISION_HEADER, RequestRecord
+from .http1 import (
+    CHUNKED,
+    CLOSE,
+    HEAD,
+    LENGTH,
+    ProtocolError,
+    ResponseParser,
+    parse_url,
+    request_bytes,
+)
+from .records import RequestRecord
 
 CONNECT_PARALLEL = 256  # connects in flight at once: keeps the server's accept queue sane
 FD_RESERVE = 64  # descriptors kept free for the interpreter, logs, event actions
@@ -47,25 +55,14 @@ FD_RESERVE = 64  # descriptors kept free for the interpreter, logs, event action
 GC_GEN0_THRESHOLD = 20000
 USER_AGENT = "pytest-knative-drain"
 
-_POD = POD_HEADER.encode()
-_REVISION = REVISION_HEADER.encode()
-HEAD_LIMIT = 65536  # bytes a response head (or a chunk header) may take
 _CUT = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _RECV = 65536
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux: non-blocking from birth, no extra call
 _STREAM = socket.SOCK_STREAM | _NONBLOCK | getattr(socket, "SOCK_CLOEXEC", 0)
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _mono = time.monotonic
-# response parsing (RFC 9112) and request checks (as h11 checks them)
-_STATUS_LINE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: [^\r\n]*)?")
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
-_TARGET = re.compile(r"[\x21-\x7e]+")
 # slot phases
 _IDLE, _QUEUED, _CONNECTING, _READY, _EXCHANGE, _DONE = range(6)
-# response framing, and chunked-decoder states (negative values of _Slot.left)
-_HEAD, _NONE, _LENGTH, _CHUNKED, _CLOSE = range(5)
-_CHUNK_SIZE, _CHUNK_CRLF, _CHUNK_TRAILER = -1, -2, -3
 
 
 @dataclass
@@ -179,30 +176,6 @@ class ScheduleResult:
         }
 
 
-@dataclass(frozen=True)
-class _Target:
-    host: str  # what to connect to
-    port: int
-    authority: str  # default Host header
-    path: str  # path?query of the URL
-
-
-def _parse_url(url: str) -> _Target:
-    if not isinstance(url, str):
-        raise ValueError(f"url: an http://host[:port]/path URL is required, got {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"url: only http://host[:port]/path URLs are supported, got {url!r}")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise ValueError(f"url: bad port in {url!r}") from None
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return _Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
-
-
 def _ensure_fds(needed: int) -> None:
     """Raise the soft fd limit to the hard one when the schedule needs it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -223,24 +196,6 @@ def _short(value: object, limit: int = 200) -> str | None:
         return None
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _request_bytes(target: str, headers: list[tuple[str, str]]) -> bytes:
-    """The GET request as it goes on the wire; built once per batch, checked like h11 does."""
-    if not _TARGET.fullmatch(target):
-        raise ValueError(f"headers/path: not a valid HTTP request: illegal target {target!r}")
-    lines = [f"GET {target} HTTP/1.1"]
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-            raise ValueError(
-                f"headers/path: not a valid HTTP request: illegal header {name!r}: {value!r}"
-            )
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-
-
-class _ProtocolError(Exception):
-    """The response broke HTTP/1.1 framing (RFC 9112)."""
 
 
 class _Slot:
@@ -267,12 +222,7 @@ class _Slot:
         "written",
         "t_write",
         "wire",
-        "hbuf",
-        "framing",
-        "left",
-        "cbuf",
-        "body",
-        "keep",
+        "p",
         "on_read",
         "early",
     )
@@ -293,12 +243,7 @@ class _Slot:
         self.written = False
         self.t_write = 0.0
         self.wire = 0
-        self.hbuf = b""
-        self.framing = _HEAD
-        self.left = 0
-        self.cbuf = b""
-        self.body = b""
-        self.keep = False
+        self.p = ResponseParser()
         self.on_read = self._on_read
         self.early: bytes | OSError | None = None  # what the peer did before our write
 
@@ -403,10 +348,7 @@ class _Slot:
         self.phase = _EXCHANGE
         self.tok += 1
         self.wire = 0
-        self.hbuf = b""
-        self.framing = _HEAD
-        self.body = b""
-        self.keep = False
+        self.p.reset(rec, eng.wall_off)
         self.written = False
         self.t_write = _mono()
         eng.watch(self)
@@ -474,11 +416,11 @@ class _Slot:
         try:
             if data:
                 self.wire += len(data)
-                if self._feed(data):
+                if self.p.feed(data):
                     self._complete()
             else:
                 self._eof()
-        except _ProtocolError as exc:
+        except ProtocolError as exc:
             self._end("protocol_error", f"malformed response: {exc}")
         except Exception as exc:  # an engine bug: surface it through the batch
             self.run.crash(exc)
@@ -494,162 +436,26 @@ class _Slot:
             what = self.early + what
         self.early = what
 
-    def _feed(self, data: bytes) -> bool:
-        """Parse what arrived; True once the response is complete."""
-        while self.framing == _HEAD:
-            buf = self.hbuf + data if self.hbuf else data
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > HEAD_LIMIT:
-                    raise _ProtocolError(f"response head larger than {HEAD_LIMIT} bytes")
-                self.hbuf = buf
-                return False
-            self.hbuf = b""
-            data = buf[end + 4 :]
-            self._head(buf[:end])
-        framing = self.framing
-        if framing == _LENGTH:
-            if len(data) >= self.left:
-                self._take(data[: self.left])
-                self.left = 0
-                return True
-            self._take(data)
-            self.left -= len(data)
-            return False
-        if framing == _CHUNKED:
-            return self._chunks(data)
-        if framing == _CLOSE:
-            self._take(data)
-            return False
-        return True  # _NONE: no body; extra bytes are ignored as h11 would keep them
-
-    def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        m = _STATUS_LINE.fullmatch(lines[0])
-        if m is None:
-            raise _ProtocolError(f"illegal status line: {lines[0][:100]!r}")
-        status = int(m[2])
-        if status < 200:
-            if status == 101:
-                raise _ProtocolError("101 Switching Protocols answered to a plain GET")
-            return  # interim response (100, 103): the final one follows
-        rec: RequestRecord = self.rec  # type: ignore[assignment]
-        mono = _mono()
-        rec.headers_mono = mono
-        rec.headers_wall = mono + self.eng.wall_off
-        rec.status = status
-        length: int | None = None
-        chunked = False
-        keep = m[1] == b"1.1"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t" or line[:1] in b" \t":
-                raise _ProtocolError(f"illegal header line: {line[:100]!r}")
-            name = name.lower()
-            value = value.strip(b" \t")
-            if name == b"content-length":
-                for part in value.split(b","):
-                    part = part.strip(b" \t")
-                    if not part.isdigit() or (length is not None and int(part) != length):
-                        raise _ProtocolError(f"bad Content-Length: {value[:100]!r}")
-                    length = int(part)
-            elif name == b"transfer-encoding":
-                if value.rsplit(b",", 1)[-1].strip(b" \t").lower() != b"chunked":
-                    raise _ProtocolError(f"unsupported Transfer-Encoding: {value[:100]!r}")
-                chunked = True
-            elif name == b"connection":
-                if b"close" in value.lower().replace(b" ", b"").split(b","):
-                    keep = False
-            elif name == _POD:
-                rec.pod = value.decode("latin-1")
-            elif name == _REVISION:
-                rec.revision = value.decode("latin-1")
-            elif name == b"server":
-                rec.server = value.decode("latin-1")
-        rec.content_length = length
-        if status in (204, 304):
-            self.framing = _NONE
-        elif chunked:
-            self.framing = _CHUNKED
-            self.left = -1
-            self.cbuf = b""
-        elif length is not None:
-            self.framing = _LENGTH if length else _NONE
-            self.left = length
-        else:
-            self.framing = _CLOSE
-            keep = False  # the body ends at EOF
-        self.keep = keep
-
-    def _take(self, data: bytes) -> None:
-        if not data:
-            return
-        self.rec.bytes_received += len(data)  # type: ignore[union-attr]
-        if len(self.body) < BODY_LIMIT:
-            self.body += data[: BODY_LIMIT - len(self.body)]
-
-    def _chunks(self, data: bytes) -> bool:
-        buf = self.cbuf + data if self.cbuf else data
-        pos = 0
-        size = len(buf)
-        while True:
-            left = self.left
-            if left > 0:  # chunk data
-                take = min(left, size - pos)
-                self._take(buf[pos : pos + take])
-                pos += take
-                self.left = left - take
-                if self.left:
-                    break
-                self.left = _CHUNK_CRLF
-            elif left == _CHUNK_CRLF:
-                if size - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise _ProtocolError("chunk data not followed by CRLF")
-                pos += 2
-                self.left = _CHUNK_SIZE
-            else:  # a chunk-size line, or a trailer line after the last chunk
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    if size - pos > HEAD_LIMIT:
-                        raise _ProtocolError("chunk header or trailer too long")
-                    break
-                line = buf[pos:eol]
-                pos = eol + 2
-                if left == _CHUNK_TRAILER:
-                    if not line:
-                        self.cbuf = b""
-                        return True
-                    continue
-                digits = line.split(b";", 1)[0].strip(b" \t")
-                if not digits or digits.lstrip(b"0123456789abcdefABCDEF"):
-                    raise _ProtocolError(f"illegal chunk header: {line[:100]!r}")
-                n = int(digits, 16)
-                self.left = n if n else _CHUNK_TRAILER
-        self.cbuf = buf[pos:]
-        return False
-
     def _eof(self) -> None:
-        framing = self.framing
-        if framing == _CLOSE:
+        framing = self.p.framing
+        if framing == CLOSE:
             self._complete()
         elif self.wire == 0:
             detail = "connection closed by the server before any response byte"
             if not self.written:
                 detail += " (it was closed before the request could be written)"
             self._end("empty_reply", detail)
-        elif framing == _HEAD:
+        elif framing == HEAD:
             self._end(
                 "protocol_error",
                 f"connection closed inside the response head after {self.wire} bytes",
             )
-        elif framing == _LENGTH:
+        elif framing == LENGTH:
             got = self.rec.bytes_received  # type: ignore[union-attr]
             self._end(
                 "truncated",
                 "peer closed connection without sending complete message body: "
-                f"received {got} bytes, expected {got + self.left}",
+                f"received {got} bytes, expected {got + self.p.left}",
             )
         else:
             self._end(
@@ -660,7 +466,7 @@ class _Slot:
 
     def _cut(self, exc: OSError) -> None:
         """The connection broke (RST ...): a body cut when framing proved it short."""
-        if self.framing in (_LENGTH, _CHUNKED):
+        if self.p.framing in (LENGTH, CHUNKED):
             self._end("truncated", f"body cut: {type(exc).__name__}: {exc}")
         else:
             self._end("reset", f"{type(exc).__name__}: {exc}")
@@ -671,7 +477,7 @@ class _Slot:
         rec.finished_mono = m
         rec.finished_wall = m + self.eng.wall_off
         self._settle()
-        if not (self.keep and self.eng.reuse):
+        if not (self.p.keep and self.eng.reuse):
             self._close()
         self.next()
 
@@ -690,8 +496,9 @@ class _Slot:
         rec: RequestRecord = self.rec  # type: ignore[assignment]
         self.tok += 1
         self.phase = _IDLE
-        if self.body:
-            rec.body = self.body.decode("utf-8", "replace")
+        body = self.p.body
+        if body:
+            rec.body = body.decode("utf-8", "replace")
         if self.eng.expect_body is not None:
             rec.body_ok = self.eng.expect_body in rec.body
         if self.reading:
@@ -720,7 +527,7 @@ class _Slot:
         """Our per-request timeout ran out in this slot's current phase."""
         eng = self.eng
         if self.phase == _EXCHANGE:
-            state = "before the response head" if self.framing == _HEAD else "mid-body"
+            state = "before the response head" if self.p.framing == HEAD else "mid-body"
             self._end("timeout", f"no complete response within {eng.timeout_s} s ({state})")
             return
         if self.phase == _CONNECTING:
@@ -776,7 +583,7 @@ class _Runner:
         connect_lead_s: float,
         deadline_s: float | None,
     ) -> None:
-        self.target = _parse_url(url)
+        self.target = parse_url(url)
         self.url = url
         for name, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
@@ -833,7 +640,7 @@ class _Runner:
 
     def _request(self, path: str) -> bytes:
         target = self.target.path if path == "/" else path
-        return _request_bytes(target, self.header_list)
+        return request_bytes(target, self.header_list)
 
     # --- shared machinery for the slots ---------------------------------------------------
 
