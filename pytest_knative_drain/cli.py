@@ -114,6 +114,34 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return 0
 
 
+def cmd_push_apps(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Build the fixture apps and push them where an existing cluster pulls from."""
+    from . import images
+    from .scenarios import APPS
+
+    unknown = [a for a in args.apps or [] if a not in APPS]
+    if unknown:
+        parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
+    try:
+        refs = images.cluster_app_refs(args.registry, args.apps or list(APPS))
+    except images.ImagesError as exc:
+        parser.error(f"--registry={args.registry}: {exc}")
+    started = time.monotonic()
+    images.ensure_engine()
+    client = images.docker_client()
+    try:
+        images.tag_fixture_apps(client, refs)
+        images.push_images(client, list(refs.values()))
+    except images.ImagesError as exc:
+        print(f"knative-drain push-apps: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"pushed {len(refs)} fixture app images in {time.monotonic() - started:.1f} s; run:")
+    print(f"  pytest conformance --platform=existing --app-registry={args.registry}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knative-drain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixture app to build (repeatable; default: all)",
     )
     prov.set_defaults(func=cmd_provision)
+
+    push = sub.add_parser(
+        "push-apps", help="build the fixture apps and push them for --platform=existing"
+    )
+    push.add_argument("--registry", required=True, help="e.g. registry.example.com:5000/team")
+    push.add_argument(
+        "--app", dest="apps", action="append", default=None, help="repeatable; default: all"
+    )
+    push.set_defaults(func=cmd_push_apps)
     return parser
 
 

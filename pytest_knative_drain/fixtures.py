@@ -42,6 +42,13 @@ def _infrastructure_errors() -> tuple[type[Exception], ...]:
     return (ClusterError, DockerEngineError, ImagesError, LocalPlatformError)
 
 
+def _registry_images(options: DrainOptions) -> dict[str, str]:
+    """Where the cluster pulls the fixture apps (``--app-registry``), if it can."""
+    from .images import cluster_app_refs
+
+    return cluster_app_refs(options.app_registry, list(APPS)) if options.app_registry else {}
+
+
 def _workers(session: pytest.Session) -> int:
     """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
     needed = [0]
@@ -78,6 +85,7 @@ def drain_platform(
                 allow_cluster_config=options.allow_cluster_config,
                 keep=options.keep,
                 ingress_port=options.ingress_port,
+                app_images=_registry_images(options),
                 progress=lambda msg: _say(pytestconfig, msg),
             )
         elif options.platform == "kind":

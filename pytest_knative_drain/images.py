@@ -544,6 +544,45 @@ def ensure_app_image(
     return _outcome(image, tag, False, started)
 
 
+# --- fixture apps for a cluster ------------------------------------------------------------
+CLUSTER_APP_REPO = "knative-drain-app"  # <registry>/knative-drain-app:<app> on a cluster
+
+
+def cluster_app_refs(registry: str, apps: list[str] | None = None) -> dict[str, str]:
+    """app -> ``<registry>/knative-drain-app:<app>``: where a cluster pulls the fixture apps."""
+    registry = registry.strip().rstrip("/")
+    if not registry or "://" in registry or any(c.isspace() for c in registry):
+        raise ImagesError(
+            f"registry {registry!r}: a registry host and optional path, e.g. "
+            "registry.example.com:5000/team (no scheme)"
+        )
+    return {app: f"{registry}/{CLUSTER_APP_REPO}:{app}" for app in apps or fixture_apps()}
+
+
+def tag_fixture_apps(
+    client: docker.DockerClient, refs: dict[str, str], progress: Progress = print
+) -> None:
+    """Build each fixture app image (cached) and tag it with the name ``refs`` gives it."""
+    base = ensure_base_image(client, progress=progress)
+    for app, ref in refs.items():
+        built = ensure_app_image(client, app, base.tag)
+        repo, tag = ref.rsplit(":", 1)
+        client.images.get(built.tag).tag(repo, tag)
+
+
+def push_images(client: docker.DockerClient, refs: list[str], progress: Progress = print) -> None:
+    """``docker push`` each reference; ImagesError naming the first that fails."""
+    for ref in refs:
+        repo, tag = ref.rsplit(":", 1)
+        progress(f"push {ref}")
+        try:
+            for line in client.images.push(repo, tag=tag, stream=True, decode=True):
+                if "error" in line:
+                    raise ImagesError(f"docker push {ref}: {line['error']}")
+        except docker.errors.APIError as exc:
+            raise ImagesError(f"docker push {ref}: {exc.explanation or exc}") from None
+
+
 # --- all of it ---------------------------------------------------------------------------
 
 

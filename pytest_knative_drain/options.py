@@ -71,6 +71,13 @@ _OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "-n kourier-system svc/kourier 31080:80).",
         31080,
     ),
+    (
+        "app_registry",
+        "--app-registry",
+        "--platform=existing: the registry the fixture apps were pushed to with "
+        "`knative-drain push-apps --registry=...` (REGISTRY/knative-drain-app:<app>).",
+        None,
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -91,6 +98,7 @@ class DrainOptions:
     allow_cluster_config: bool = False
     knative_manifests_dir: Path | None = None
     ingress_port: int = 31080
+    app_registry: str | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -142,7 +150,26 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
         knative_manifests_dir=_manifests_dir(config),
         ingress_port=_port(config),
+        app_registry=_registry(config, platform),
     )
+
+
+def _registry(config: pytest.Config, platform: str) -> str | None:
+    value = _raw(config, "app_registry")
+    if value is None:
+        return None
+    from .images import ImagesError, cluster_app_refs
+
+    if platform != "existing":
+        raise pytest.UsageError(
+            f"--app-registry={value} only applies to --platform=existing (kind loads the "
+            "fixture images itself; local runs them on Docker)"
+        )
+    try:
+        cluster_app_refs(str(value), ["probe"])
+    except ImagesError as exc:
+        raise pytest.UsageError(f"--app-registry={value}: {exc}") from None
+    return str(value).strip().rstrip("/")
 
 
 def _port(config: pytest.Config) -> int:

@@ -60,6 +60,8 @@ def test_load_against_a_502_server_fails_with_the_diagnosis(tmp_path: Path) -> N
         (["plan", "--knative-version", "9.9"], "--knative-version=9.9"),
         (["plan", "--workers", "9"], "workers=9"),
         (["provision", "--platform", "kind"], "--platform=kind"),
+        (["push-apps", "--registry", "https://reg.example.com"], "no scheme"),
+        (["push-apps", "--registry", "reg.example.com", "--app", "nope"], "--app nope"),
     ],
 )
 def test_bad_input_is_a_usage_error_without_traceback(args: list[str], message: str) -> None:

@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from pytest_knative_drain import images
 from pytest_knative_drain.platforms import cluster_triggers as ct
 from pytest_knative_drain.platforms.cluster import (
     Applier,
@@ -316,6 +317,23 @@ def test_existing_platform_refuses_config_changes_unless_allowed(api, activator)
     assert platform.configure(CONFIGS["default"], SCENARIOS["pod-delete-long"]).changes == []
     with pytest.raises(ClusterConfigRefused, match="terminationGracePeriodSeconds=60"):
         platform.configure(CONFIGS["activator-short-grace"], scenario)
+
+
+def test_existing_platform_pulls_fixture_apps_from_the_app_registry(api) -> None:
+    bare = ExistingPlatform(api, run_id="run-images", progress=lambda _: None)
+    with pytest.raises(ClusterError, match="knative-drain push-apps --registry=REGISTRY"):
+        bare.pod("go-exit", None, 60)
+    platform = ExistingPlatform(
+        api,
+        run_id="run-images",
+        app_images=images.cluster_app_refs("reg.example.com/team"),
+        progress=lambda _: None,
+    )
+    pod = platform.pod("go-exit", None, 60, scale=2)
+    assert pod.spec.image == "reg.example.com/team/knative-drain-app:go-exit"
+    assert (pod.spec.min_scale, pod.spec.max_scale) == (2, 2)
+    mine = platform.pod("go-exit", "reg.example.com/mine:1", 60)
+    assert mine.spec.image == "reg.example.com/mine:1"  # --app-image wins
 
 
 # -- the pod target's triggers ------------------------------------------------------------

@@ -353,3 +353,17 @@ def test_queue_proxy_proxies_to_the_app_in_its_network_namespace(client, provisi
         assert drain.status == 200, drain
         assert 0.9 <= drain.seconds < 5.0, drain
         assert b"Attached drain handler from user-container" in qp.logs()
+
+
+def test_fixture_apps_are_tagged_for_a_registry_and_a_failed_push_names_it(client, provisioned):
+    """push-apps for --platform=existing; the "registry" is a closed loopback port."""
+    refs = images.cluster_app_refs("127.0.0.1:1/drain-test/", ["go-exit"])
+    assert refs == {"go-exit": "127.0.0.1:1/drain-test/knative-drain-app:go-exit"}
+    images.tag_fixture_apps(client, refs, progress=lambda _: None)
+    try:
+        tagged = client.images.get(refs["go-exit"])
+        assert tagged.id == client.images.get(f"{images.APP_REPO}:go-exit").id
+        with pytest.raises(images.ImagesError, match=r"docker push 127\.0\.0\.1:1/drain-test/"):
+            images.push_images(client, [refs["go-exit"]], progress=lambda _: None)
+    finally:
+        client.images.remove(refs["go-exit"])

@@ -40,6 +40,14 @@ def test_help_lists_one_option_group(pytester: pytest.Pytester) -> None:
         (["--context=prod", "--platform=local"], ["--context=prod", "--platform=existing"]),
         (["--ingress-port=80x"], ["--ingress-port=80x", "1 to 65535"]),
         (["--ingress-port=70000"], ["--ingress-port=70000", "1 to 65535"]),
+        (
+            ["--app-registry=reg.example.com", "--platform=local"],
+            ["--app-registry=reg.example.com", "--platform=existing"],
+        ),
+        (
+            ["--app-registry=https://reg.example.com", "--platform=existing"],
+            ["--app-registry=https://reg.example.com", "no scheme"],
+        ),
     ],
 )
 def test_bad_values_are_usage_errors(

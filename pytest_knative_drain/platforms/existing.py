@@ -80,6 +80,7 @@ class ExistingPlatform(ServingPlatform):
         progress: Progress = _print,
         timeout_s: float = 15.0,
         ingress_port: int = DEFAULT_INGRESS_PORT,
+        app_images: dict[str, str] | None = None,
     ) -> ExistingPlatform:
         """Connect (bounded), detect versions, and fail fast with a clear message if unusable."""
         api = api_client(kubeconfig, context)
@@ -136,6 +137,7 @@ class ExistingPlatform(ServingPlatform):
             progress=progress,
             facts=facts,
             ingress_port=ingress_port,
+            app_images=app_images,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -152,7 +154,8 @@ class ExistingPlatform(ServingPlatform):
             f"--platform=existing: no image for app {app!r}. The fixture apps are built "
             "locally and are in no registry your cluster can pull from: pass your own "
             "image with --app-image=REGISTRY/NAME:TAG (pushed where the cluster pulls), "
-            "or push the fixture images and give their names to ExistingPlatform(app_images=)"
+            "or push the fixture apps with `knative-drain push-apps --registry=REGISTRY` "
+            "and pass --app-registry=REGISTRY"
         )
 
     def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:

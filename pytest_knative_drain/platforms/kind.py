@@ -336,15 +336,9 @@ def _fixture_images(apps: list[str] | None, progress: Progress) -> dict[str, str
     client = images.docker_client()
     try:
         names = images.fixture_apps() if apps is None else apps
-        base = images.ensure_base_image(client, progress=progress)
-        out: dict[str, str] = {}
-        for app in names:
-            built = images.ensure_app_image(client, app, base.tag)
-            target = fixture_image_name(app)
-            repo, tag = target.rsplit(":", 1)
-            client.images.get(built.tag).tag(repo, tag)
-            out[app] = target
-        return out
+        refs = {app: fixture_image_name(app) for app in names}
+        images.tag_fixture_apps(client, refs, progress=progress)
+        return refs
     except images.ImagesError as exc:
         raise ClusterError(f"--platform=kind: fixture app images: {exc}") from None
     finally:
