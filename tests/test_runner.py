@@ -25,13 +25,23 @@ from pytest_knative_drain.scenarios import (
 )
 
 
-def result(records, *, killed=(), gone=31.0, scenario="pod-delete-long", app="x", expected=()):
-    plan = SCENARIOS[scenario].plan("quick")
+def result(
+    records,
+    *,
+    killed=(),
+    gone=31.0,
+    scenario="pod-delete-long",
+    app="x",
+    expected=(),
+    ended=(),
+):
+    """A judged result of ``scenario`` (its quick plan and its trigger) from ``records``."""
+    spec = SCENARIOS[scenario]
     r = ScenarioResult(
         scenario=scenario,
         app=app,
         profile="quick",
-        plan=plan,
+        plan=spec.plan("quick"),
         records=records,
         summary=verdict.summarize(records, planned=len(records)),
         events=[],
@@ -39,6 +49,8 @@ def result(records, *, killed=(), gone=31.0, scenario="pod-delete-long", app="x"
         gone_after_s=gone,
         killed=list(killed),
         expected=frozenset(expected),
+        trigger=spec.trigger,
+        ended_pods=list(ended),
     )
     judge_result(r)
     return r
@@ -154,43 +166,17 @@ def test_a_trigger_that_fails_ends_the_run_without_a_verdict():
 
 
 def test_a_kill_by_design_is_not_blamed_on_the_app():
-    r = ScenarioResult(
-        scenario="pod-kill",
-        app="python-gunicorn-exec",
-        profile="quick",
-        plan=SCENARIOS["pod-kill"].plan("quick"),
-        records=[ok(i) for i in range(9)] + [eof(9)],
-        summary=verdict.summarize([ok(i) for i in range(9)] + [eof(9)], planned=10),
-        events=[],
-        t0_mono=0.0,
-        gone_after_s=0.5,
-        killed=["user-container", "queue-proxy"],
-        trigger="pod-kill",
-    )
-    judge_result(r)
+    records = [ok(i) for i in range(9)] + [eof(9)]
+    r = result(records, scenario="pod-kill", gone=0.5, killed=["user-container", "queue-proxy"])
     assert r.passed and "sigkill" not in r.catches  # 0.9 meets the 0.90 tolerance
     assert r.summary.strict_sli == 0.9
 
 
 def _burst(records, ended):
-    plan = SCENARIOS["scale-down-after-burst"].plan("quick")
-    r = ScenarioResult(
-        scenario="scale-down-after-burst",
-        app="go-exit",
-        profile="quick",
-        plan=plan,
-        records=records,
-        summary=verdict.summarize(records, planned=len(records)),
-        events=[],
-        t0_mono=0.0,
-        gone_after_s=40.0,
-        killed=[],
-        trigger="autoscale-down",
-        ended_pods=ended,
-        expected=frozenset({"queue-proxy"}),
-    )
-    judge_result(r)
-    return r
+    return result(
+        records, scenario="scale-down-after-burst", app="go-exit", gone=40.0,
+        expected={"queue-proxy"}, ended=ended,
+    )  # fmt: skip
 
 
 def _long(i, pod):
