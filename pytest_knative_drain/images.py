@@ -548,14 +548,20 @@ def ensure_app_image(
 CLUSTER_APP_REPO = "knative-drain-app"  # <registry>/knative-drain-app:<app> on a cluster
 
 
-def cluster_app_refs(registry: str, apps: list[str] | None = None) -> dict[str, str]:
-    """app -> ``<registry>/knative-drain-app:<app>``: where a cluster pulls the fixture apps."""
-    registry = registry.strip().rstrip("/")
-    if not registry or "://" in registry or any(c.isspace() for c in registry):
+def check_registry(registry: str) -> str:
+    """``registry`` without a trailing slash, or ImagesError saying what one looks like."""
+    cleaned = registry.strip().rstrip("/")
+    if not cleaned or "://" in cleaned or any(c.isspace() for c in cleaned):
         raise ImagesError(
-            f"registry {registry!r}: a registry host and optional path, e.g. "
+            f"registry {cleaned!r}: a registry host and optional path, e.g. "
             "registry.example.com:5000/team (no scheme)"
         )
+    return cleaned
+
+
+def cluster_app_refs(registry: str, apps: list[str] | None = None) -> dict[str, str]:
+    """app -> ``<registry>/knative-drain-app:<app>``: where a cluster pulls the fixture apps."""
+    registry = check_registry(registry)
     return {app: f"{registry}/{CLUSTER_APP_REPO}:{app}" for app in apps or fixture_apps()}
 
 

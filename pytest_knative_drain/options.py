@@ -158,7 +158,7 @@ def _registry(config: pytest.Config, platform: str) -> str | None:
     value = _raw(config, "app_registry")
     if value is None:
         return None
-    from .images import ImagesError, cluster_app_refs
+    from .images import ImagesError, check_registry
 
     if platform != "existing":
         raise pytest.UsageError(
@@ -166,10 +166,9 @@ def _registry(config: pytest.Config, platform: str) -> str | None:
             "fixture images itself; local runs them on Docker)"
         )
     try:
-        cluster_app_refs(str(value), ["probe"])
+        return check_registry(str(value))
     except ImagesError as exc:
         raise pytest.UsageError(f"--app-registry={value}: {exc}") from None
-    return str(value).strip().rstrip("/")
 
 
 def _port(config: pytest.Config) -> int:

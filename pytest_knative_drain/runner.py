@@ -180,7 +180,7 @@ def run_scenario(
         config=config,
         trigger=trigger.name,
         timeout_seconds=timeout_seconds,
-        ended_pods=list(getattr(termination, "pods", [])),
+        ended_pods=list(termination.pods),
     )
     judge_result(out)
     out.duration_s = time.monotonic() - started

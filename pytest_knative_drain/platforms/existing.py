@@ -20,7 +20,6 @@ from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     ClusterError,
-    Namespaces,
     Progress,
     api_client,
     knative_serving_version,
@@ -57,15 +56,17 @@ class ExistingPlatform(ServingPlatform):
         ingress_port: int = DEFAULT_INGRESS_PORT,
         app_images: dict[str, str] | None = None,
     ) -> None:
-        self.api = api
-        self.ingress_port = ingress_port
-        self.app_images = dict(app_images or {})
+        super().__init__(
+            api,
+            run_id=run_id,
+            ingress_port=ingress_port,
+            app_images=app_images,
+            progress=progress,
+            keep=keep,
+            facts=facts,
+        )
         self.run_id = run_id
         self.allow_cluster_config = allow_cluster_config
-        self.keep = keep
-        self.progress = progress
-        self.facts = facts or {}
-        self.namespaces = Namespaces(api, run_id, keep=keep)
 
     @classmethod
     def connect(

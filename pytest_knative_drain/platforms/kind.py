@@ -28,7 +28,6 @@ from .cluster import (
     Applier,
     ClusterError,
     ConfigMapPatch,
-    Namespaces,
     Progress,
     api_client,
     knative_serving_version,
@@ -129,17 +128,18 @@ class KindPlatform(ServingPlatform):
         progress: Progress = _print,
         facts: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__(
+            api,
+            run_id=run_id,
+            ingress_port=host_port,  # Kourier's NodePort is mapped here
+            app_images=app_images,
+            progress=progress,
+            keep=keep,
+            facts=facts,
+        )
         self.cluster = cluster
-        self.api = api
         self.release = release
-        self.host_port = host_port
-        self.ingress_port = host_port  # Kourier's NodePort is mapped here
         self.created = created
-        self.keep = keep
-        self.app_images = dict(app_images or {})
-        self.progress = progress
-        self.facts = facts or {}
-        self.namespaces = Namespaces(api, run_id, keep=keep)
 
     @classmethod
     def create(
@@ -282,7 +282,7 @@ class KindPlatform(ServingPlatform):
             "platform": "kind",
             "knative_version": self.release.version,
             "node_image": self.release.kind_node_image,
-            "ingress": f"Kourier NodePort {kind_plan.NODE_PORT} -> 127.0.0.1:{self.host_port}",
+            "ingress": f"Kourier NodePort {kind_plan.NODE_PORT} -> 127.0.0.1:{self.ingress_port}",
             "app_images": self.app_images,
             **self.facts,
         }

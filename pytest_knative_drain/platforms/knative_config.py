@@ -119,9 +119,7 @@ class KnativeConfigPatch:
                 elif kind == "grace":
                     self._patch_grace(what)
                     self._wait_rolled()
-                elif kind == "replicas":
-                    self._patch_hpa({"minReplicas": what})
-                elif kind == "pinned":
+                elif kind == "hpa":
                     self._patch_hpa(what)
             except (ClusterError, ApiException) as exc:
                 failures.append(f"{kind}: {exc}")
@@ -187,26 +185,29 @@ class KnativeConfigPatch:
             f"patch HorizontalPodAutoscaler {SERVING_NAMESPACE}/{ACTIVATOR}",
         )
 
-    def _read_hpa(self) -> k8s.V2HorizontalPodAutoscaler:
+    def _read_hpa(self) -> k8s.V2HorizontalPodAutoscaler | None:
+        """The activator's HPA, or None where the install has none (operator-managed)."""
         try:
             return self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
                 ACTIVATOR, SERVING_NAMESPACE
             )
         except ApiException as exc:
             if exc.status == 404:
-                raise ClusterError(
-                    f"HorizontalPodAutoscaler {SERVING_NAMESPACE}/{ACTIVATOR} not found: "
-                    "scale the activator by hand for this scenario"
-                ) from None
+                return None
             raise
 
     def _pin_activator_replicas(self, replicas: int) -> None:
         """HPA minReplicas = maxReplicas = ``replicas``; wait until exactly that many run."""
         hpa = self._read_hpa()
+        if hpa is None:
+            raise ClusterError(
+                f"HorizontalPodAutoscaler {SERVING_NAMESPACE}/{ACTIVATOR} not found: "
+                "scale the activator by hand for this scenario"
+            )
         old = {"minReplicas": hpa.spec.min_replicas or 1, "maxReplicas": hpa.spec.max_replicas}
         self.progress(f"activator HPA min/max {old} -> {replicas}")
         self._patch_hpa({"minReplicas": replicas, "maxReplicas": replicas})
-        self._undo.append(("pinned", old))
+        self._undo.append(("hpa", old))
 
         def check() -> str | None:
             dep = self._read_activator()
@@ -224,14 +225,7 @@ class KnativeConfigPatch:
         )
 
     def _raise_activator_replicas(self, replicas: int) -> None:
-        try:
-            hpa = self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
-                ACTIVATOR, SERVING_NAMESPACE
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            hpa = None
+        hpa = self._read_hpa()
         if hpa is None:  # no HPA (operator-managed installs may have none): scale directly
             dep = self._read_activator()
             if (dep.spec.replicas or 1) < replicas:
@@ -242,7 +236,7 @@ class KnativeConfigPatch:
         elif (hpa.spec.min_replicas or 1) < replicas:
             self.progress(f"activator HPA minReplicas {hpa.spec.min_replicas} -> {replicas}")
             self._patch_hpa({"minReplicas": replicas})
-            self._undo.append(("replicas", hpa.spec.min_replicas or 1))
+            self._undo.append(("hpa", {"minReplicas": hpa.spec.min_replicas or 1}))
 
         def check() -> str | None:
             dep = self._read_activator()

@@ -3,6 +3,8 @@ scenario's Knative configuration applied to the cluster (and restored)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client as k8s
 
 from ..scenarios import KnativeConfig, Scenario
@@ -14,12 +16,24 @@ from .knative_pod import KnativePod
 class ServingPlatform:
     """A cluster with Knative Serving whose ingress answers on 127.0.0.1:``ingress_port``."""
 
-    api: k8s.ApiClient
-    namespaces: Namespaces
-    app_images: dict[str, str]
-    ingress_port: int
-    progress: Progress
-    keep: bool
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        *,
+        run_id: str,
+        ingress_port: int,
+        app_images: dict[str, str] | None,
+        progress: Progress,
+        keep: bool,
+        facts: dict[str, Any] | None,
+    ) -> None:
+        self.api = api
+        self.ingress_port = ingress_port
+        self.app_images = dict(app_images or {})
+        self.progress = progress
+        self.keep = keep
+        self.facts = facts or {}
+        self.namespaces = Namespaces(api, run_id, keep=keep)
 
     def missing_image(self, app: str) -> str:
         """Why there is no image for ``app`` and what to do about it."""
