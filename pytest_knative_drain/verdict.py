@@ -31,15 +31,47 @@ SIGNATURES = ("queue-proxy", "activator", "ingress", "unknown")
 #: retries for up to 5 minutes; the upstream-equivalent SLI does not count them.
 UPSTREAM_RETRIED = frozenset({"refused", "reset", "empty_reply", "timeout"})
 
-# Go error texts that knative/pkg network/error_handler.go writes as a 502 body.
+# What Knative and Envoy write as error bodies, read in the sources (knative/serving tags
+# knative-v1.10.0, v1.14.2, v1.17.0, v1.19.0, v1.23.0 and main; knative/pkg at the commit each
+# pins; envoyproxy/envoy source/common/router/router.cc). ``http.Error`` adds a trailing
+# newline, stripped before matching.
+#
+# - queue-proxy's reverse proxy (pkg/queue/sharedmain/handlers.go, main.go from 1.21) uses
+#   knative/pkg ``network/handlers.Error`` = ``network.ErrorHandler`` (network/error_handler.go):
+#   ``http.Error(w, err.Error(), 502)``, so the body is the Go transport error: ``EOF``,
+#   ``unexpected EOF``, ``dial tcp 127.0.0.1:PORT: connect: connection refused``,
+#   ``read tcp A->B: read: connection reset by peer``, ``context canceled`` (from 1.20, the
+#   knative/pkg it pins returns without writing anything on ``context.Canceled``).
+# - The activator's proxy (pkg/activator/handler/handler.go ``proxyRequest``) uses the SAME
+#   ``pkghandler.Error``: a 502 ``EOF`` reads the same whether queue-proxy lost the app or the
+#   activator lost queue-proxy. Only errors that name an address separate them: queue-proxy
+#   only ever dials 127.0.0.1:USER_PORT, the activator dials pod IPs (:8012, :8112 with TLS).
+# - queue-proxy's timeout handler: 504 ``request timeout``; the activator's
+#   (cmd/activator/main.go): 504 ``activator request timeout``.
+# - The activator's throttler (handler.go ``ServeHTTP``): 503 ``context deadline exceeded`` or
+#   ``pending request queue full`` (pkg/queue/breaker.go ``ErrRequestQueueFull``); other
+#   throttler errors are a bare 500 with no body. queue-proxy's own breaker
+#   (pkg/queue/handler.go) writes the same two 503 texts, but only with containerConcurrency
+#   > 0; the activator is the default reading.
+# - The activator's context handler (context_handler.go ``sendError``): 404/500
+#   ``Error getting active endpoint: ...``.
+# - Envoy's own local replies (router.cc): 503 (502 on a protocol error) ``upstream connect
+#   error or disconnect/reset before headers. [retried and the latest ]reset reason: ...``,
+#   503 ``no healthy upstream``, 504 ``upstream request timeout``, ``upstream max stream
+#   duration reached``.
 _GO_PROXY_ERROR = re.compile(
     r"^(EOF|unexpected EOF|context canceled|dial tcp |read tcp |write tcp |"
     r"http: server closed idle connection|net/http: |readfrom tcp )"
 )
-_ENVOY = re.compile(r"upstream connect error|no healthy upstream|upstream request timeout")
-_ACTIVATOR_503 = re.compile(
-    r"context deadline exceeded|pending request queue full|overload|activator", re.I
-)
+# The upstream address in a Go net error: "dial tcp HOST:PORT: ...", "read tcp L->HOST:PORT: ...".
+_GO_UPSTREAM = re.compile(r"^(?:dial|read|write|readfrom) tcp (?:\S+->)?(?P<addr>\S+):\s")
+_QP_TIMEOUT = "request timeout"
+_ACTIVATOR_TIMEOUT = "activator request timeout"
+_THROTTLER_503 = ("context deadline exceeded", "pending request queue full")
+_ACTIVATOR_NO_ENDPOINT = "Error getting active endpoint: "
+_ENVOY_RESET = "upstream connect error or disconnect/reset before headers"
+_ENVOY_NO_UPSTREAM = "no healthy upstream"
+_ENVOY_TIMEOUT = ("upstream request timeout", "upstream max stream duration reached")
 
 HINTS = {
     "app_dropped": (
@@ -61,7 +93,27 @@ HINTS = {
         "the activator gave up: no ready pod in time or queue full; check the activator's "
         "terminationGracePeriodSeconds >= max-revision-timeout-seconds"
     ),
+    "activator_upstream": (
+        "the activator lost queue-proxy: the pod (or its queue-proxy) was gone while the "
+        "activator still routed to it"
+    ),
+    "activator_timeout": (
+        "request outlived the revision's timeoutSeconds in the activator: raise "
+        "timeoutSeconds (and max-revision-timeout-seconds)"
+    ),
+    "activator_no_endpoint": (
+        "the activator could not resolve the revision (deleted, or not yet in its cache)"
+    ),
     "ingress": "the ingress had no healthy upstream (endpoints removed before traffic moved)",
+    "ingress_reset": (
+        "the ingress lost its upstream before headers: the activator or queue-proxy refused "
+        "or closed the connection (pod gone, or proxy killed)"
+    ),
+    "ingress_timeout": "the ingress's own route timeout ran out before the upstream answered",
+    "envoy_header": (
+        "only the Server header says envoy, and Envoy sets it on every response it proxies: "
+        "the body names no component, so the ingress is a guess"
+    ),
     "refused": "connection refused: no proxy listened (pod or proxy already gone)",
     "cut": (
         "connection cut without an HTTP answer: the proxy in front was killed "
@@ -104,27 +156,81 @@ def judge(record: RequestRecord) -> Judgement:
         return Judgement("ok", None, None)
     if status >= 500:
         return Judgement("http_5xx", *_signature_5xx(status, body, record.server))
+    by_body = _signature_from_body(status, body)
+    if by_body is not None:
+        return Judgement("http_other", *by_body)
     return Judgement("http_other", _signature_from_server(record), HINTS["http_other"])
 
 
 def _signature_5xx(status: int, body: str, server: str | None) -> tuple[str, str]:
-    if _ENVOY.search(body) or (server or "").lower() == "envoy":
-        return "ingress", HINTS["ingress"]
-    if status == 502 and _GO_PROXY_ERROR.match(body):
-        if "connection refused" in body:
-            return "queue-proxy", HINTS["app_gone"]
-        if body.startswith("context canceled"):
-            return "queue-proxy", HINTS["canceled"]
-        return "queue-proxy", HINTS["app_dropped"]
-    if status == 504 and "request timeout" in body:
-        return "queue-proxy", HINTS["qp_timeout"]
-    if status == 503 and _ACTIVATOR_503.search(body):
-        return "activator", HINTS["activator"]
+    """The body decides; ``server: envoy`` is a fallback only (Envoy overwrites it on all)."""
+    by_body = _signature_from_body(status, body)
+    if by_body is not None:
+        return by_body
+    if _is_envoy(server):
+        return "ingress", HINTS["envoy_header"]
     return "unknown", HINTS["http_5xx"]
 
 
+def _signature_from_body(status: int, body: str) -> tuple[str, str] | None:
+    """Name the component whose own error text ``body`` is, or None when it names none.
+
+    The bodies are listed, with where they come from, above ``_GO_PROXY_ERROR``.
+    """
+    if body.startswith(_ENVOY_RESET):
+        return "ingress", HINTS["ingress_reset"]
+    if body.startswith(_ENVOY_NO_UPSTREAM):
+        return "ingress", HINTS["ingress"]
+    if body.startswith(_ENVOY_TIMEOUT):
+        return "ingress", HINTS["ingress_timeout"]
+    if body.startswith(_ACTIVATOR_NO_ENDPOINT):
+        return "activator", HINTS["activator_no_endpoint"]
+    if status == 502 and _GO_PROXY_ERROR.match(body):
+        return _signature_go_proxy_error(body)
+    if status == 504 and body == _ACTIVATOR_TIMEOUT:
+        return "activator", HINTS["activator_timeout"]
+    if status == 504 and body == _QP_TIMEOUT:
+        return "queue-proxy", HINTS["qp_timeout"]
+    if status == 503 and body in _THROTTLER_503:
+        return "activator", HINTS["activator"]
+    return None
+
+
+def _signature_go_proxy_error(body: str) -> tuple[str, str]:
+    """A 502 written by knative/pkg's proxy error handler.
+
+    queue-proxy and the activator share that handler, so ``EOF``, ``unexpected EOF`` and
+    ``context canceled`` cannot say which proxy wrote them: they default to queue-proxy,
+    the one that meets the app's SIGTERM (behind the activator it may be the activator
+    losing queue-proxy; the pod timeline tells). An error naming its upstream address does
+    tell: queue-proxy only dials 127.0.0.1, the activator dials pod IPs.
+    """
+    upstream = _GO_UPSTREAM.match(body)
+    if upstream is not None and not _is_loopback(upstream.group("addr")):
+        return "activator", HINTS["activator_upstream"]
+    if "connection refused" in body:
+        return "queue-proxy", HINTS["app_gone"]
+    if body.startswith("context canceled"):
+        return "queue-proxy", HINTS["canceled"]
+    return "queue-proxy", HINTS["app_dropped"]
+
+
+def _is_loopback(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _is_envoy(server: str | None) -> bool:
+    return (server or "").strip().lower() == "envoy"
+
+
 def _signature_from_server(record: RequestRecord) -> str:
-    return "ingress" if (record.server or "").lower() == "envoy" else "unknown"
+    """Signature of a non-5xx failure: a Knative body first, then ``server: envoy``."""
+    if record.status is not None and not 200 <= record.status < 300:
+        by_body = _signature_from_body(record.status, (record.body or "").strip())
+        if by_body is not None:
+            return by_body[0]
+    return "ingress" if _is_envoy(record.server) else "unknown"
 
 
 @dataclass

@@ -50,6 +50,76 @@ def test_judge(record: RequestRecord, cls: str, signature: str | None) -> None:
     assert (j.hint is None) == (cls == "ok")
 
 
+# Envoy overwrites the Server header of every response it proxies (net-kourier can only turn
+# that off from 1.17, default off): through Kourier every answer carries ``server: envoy``.
+ENVOY = "envoy"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "signature"),
+    [
+        # queue-proxy's knative/pkg error handler: the Go error as body
+        (502, "EOF\n", "queue-proxy"),
+        (502, "unexpected EOF", "queue-proxy"),
+        (502, "dial tcp 127.0.0.1:8080: connect: connection refused", "queue-proxy"),
+        (
+            502,
+            "read tcp 127.0.0.1:41234->127.0.0.1:8080: read: connection reset by peer",
+            "queue-proxy",
+        ),
+        (504, "request timeout", "queue-proxy"),
+        # the activator: same error handler, but it dials pod IPs; its own timeout and throttler
+        (502, "dial tcp 10.244.1.7:8012: connect: connection refused", "activator"),
+        (
+            502,
+            "read tcp 10.244.0.5:43210->10.244.1.7:8012: read: connection reset by peer",
+            "activator",
+        ),
+        (504, "activator request timeout", "activator"),
+        (503, "context deadline exceeded\n", "activator"),
+        (503, "pending request queue full\n", "activator"),
+        # Envoy's own answers
+        (503, "no healthy upstream", "ingress"),
+        (
+            503,
+            "upstream connect error or disconnect/reset before headers. "
+            "reset reason: connection termination",
+            "ingress",
+        ),
+        (504, "upstream request timeout", "ingress"),
+        # a body that names nobody: only then does the header count
+        (500, "boom", "ingress"),
+    ],
+)
+def test_5xx_through_envoy_is_judged_by_body(status: int, body: str, signature: str) -> None:
+    j = judge(rec(status=status, body=body, server=ENVOY))
+    assert (j.cls, j.signature) == ("http_5xx", signature)
+
+
+def test_envoy_header_fallback_says_it_is_a_guess() -> None:
+    hint = judge(rec(status=500, body="boom", server=ENVOY)).hint or ""
+    assert "Server header" in hint
+    assert judge(rec(status=500, body="boom")).signature == "unknown"
+
+
+def test_activator_timeout_is_not_queue_proxys() -> None:
+    j = judge(rec(status=504, body="activator request timeout"))
+    assert j.signature == "activator" and "timeoutSeconds" in (j.hint or "")
+
+
+def test_non_5xx_and_truncated_knative_bodies_through_envoy() -> None:
+    missing = rec(
+        status=404, body='Error getting active endpoint: revision "r" not found', server=ENVOY
+    )
+    assert judge(missing).signature == "activator"
+    cut = rec(status=502, body="EOF", error="truncated", server=ENVOY)
+    assert (judge(cut).cls, judge(cut).signature) == ("truncated", "queue-proxy")
+    # the app's own half body carries no component name: the header stays the fallback
+    half = rec(status=200, body="half", body_ok=False, server=ENVOY)
+    assert judge(half).signature == "ingress"
+    assert judge(rec(status=404, body="nope", server=ENVOY)).signature == "ingress"
+
+
 def test_app_dropped_hint_names_the_fix() -> None:
     hint = judge(rec(status=502, body="EOF")).hint or ""
     assert "SIGTERM" in hint and "exec-form" in hint and "graceful" in hint
