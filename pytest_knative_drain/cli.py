@@ -96,12 +96,14 @@ def _print_summary(summary: object, records: list) -> None:
 
 
 def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.platform != "local":
-        parser.error(f"--platform={args.platform}: provision supports: local")
+    if args.platform not in ("local", "kind"):
+        parser.error(f"--platform={args.platform}: provision supports: local, kind")
     from .platforms.local import LocalPlatform
     from .scenarios import APPS
 
     release = _release(parser, args.knative_version)
+    if args.platform == "kind":
+        return _provision_kind(release)
     unknown = [a for a in args.apps or [] if a not in APPS]
     if unknown:
         parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
@@ -111,6 +113,41 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
     print(json.dumps(platform.describe(), indent=2))
     print(f"provisioned in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _provision_kind(release: catalog.Release) -> int:
+    """Build everything a kind cluster of ``release`` needs here (cached; no cluster made)."""
+    from .builders.gomod import GoBuildError
+    from .builders.rootfs import ImagesError
+    from .builders.stack import build_kind_stack
+    from .privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
+
+    started = time.monotonic()
+    try:
+        runtime = ensure_privileged_runtime()
+        stack = build_kind_stack(release.version)
+    except (GoBuildError, ImagesError, PrivilegedRuntimeError) as exc:
+        print(f"knative-drain provision --platform=kind: {exc}", file=sys.stderr)
+        return 1
+    facts = stack.describe()
+    if runtime:
+        facts["privileged_runtime"] = runtime
+    print(json.dumps({**facts, "kind": str(stack.kind), "load_images": stack.load_images,
+                      "manifests_dir": str(stack.manifests_dir)}, indent=2))  # fmt: skip
+    print(f"provisioned in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Remove what kept or interrupted runs left: kind clusters, containers, namespaces."""
+    from .cleanup import cleanup
+
+    removed = cleanup(cluster_prefix=args.cluster_prefix, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for line in removed:
+        print(f"{verb} {line}")
+    print(f"{verb} {len(removed)} thing(s)")
     return 0
 
 
@@ -184,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixture app to build (repeatable; default: all)",
     )
     prov.set_defaults(func=cmd_provision)
+
+    clean = sub.add_parser(
+        "cleanup", help="remove kind clusters, containers and namespaces runs left behind"
+    )
+    clean.add_argument(
+        "--cluster-prefix", default="knative-drain", help="kind clusters named so are removed"
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would go")
+    clean.set_defaults(func=cmd_cleanup)
 
     push = sub.add_parser(
         "push-apps", help="build the fixture apps and push them for --platform=existing"

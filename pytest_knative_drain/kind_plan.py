@@ -108,7 +108,14 @@ def _check_port_workers(host_port: int, workers: int) -> None:
         )
 
 
-def render_kind_config(release: Release, *, host_port: int, workers: int) -> dict[str, Any]:
+def render_kind_config(
+    release: Release,
+    *,
+    host_port: int,
+    workers: int,
+    node_image: str | None = None,
+    default_cni: bool = True,
+) -> dict[str, Any]:
     """The kind ``Cluster`` config (kind.x-k8s.io/v1alpha4) for ``release`` as data.
 
     Field names are kind's v1alpha4 API (kind pkg/apis/config/v1alpha4/types.go:
@@ -116,12 +123,15 @@ def render_kind_config(release: Release, *, host_port: int, workers: int) -> dic
     protocol``, ``networking.apiServerAddress``). The port mapping is quickstart's
     (pkg/kind/kind.go ``createNewCluster``: containerPort 31080 on the control-plane node)
     but bound to 127.0.0.1. With workers the NodePort still answers on the control-plane
-    node because kube-proxy forwards it from every node.
+    node because kube-proxy forwards it from every node. ``node_image`` replaces the
+    release's (a node image built here); ``default_cni=False`` sets kind's
+    ``networking.disableDefaultCNI`` (such a node image has no kindnetd).
     """
     _check_port_workers(host_port, workers)
+    image = node_image or release.kind_node_image
     control_plane: dict[str, Any] = {
         "role": "control-plane",
-        "image": release.kind_node_image,
+        "image": image,
         "extraPortMappings": [
             {
                 "containerPort": NODE_PORT,
@@ -131,13 +141,14 @@ def render_kind_config(release: Release, *, host_port: int, workers: int) -> dic
             }
         ],
     }
-    nodes = [control_plane] + [
-        {"role": "worker", "image": release.kind_node_image} for _ in range(workers)
-    ]
+    nodes = [control_plane] + [{"role": "worker", "image": image} for _ in range(workers)]
+    networking: dict[str, Any] = {"apiServerAddress": "127.0.0.1"}
+    if not default_cni:
+        networking["disableDefaultCNI"] = True
     return {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
-        "networking": {"apiServerAddress": "127.0.0.1"},
+        "networking": networking,
         "nodes": nodes,
     }
 

@@ -1,11 +1,12 @@
 """``--platform=kind``: a kind cluster with Knative Serving + Kourier for one catalog release.
 
-kind supports a node image only with the kind release that built it, so the kind binary
-(from PATH or ``kind_path``) must be at least ``release.min_kind_version``; pytest-kind's
-own default (v0.17) makes Kubernetes 1.25, below what Knative 1.14+ accepts. The cluster
-is made with pytest-kind's ``KindCluster`` (given that kind binary and our rendered kind
-config), then the steps of ``kind_plan.kind_steps`` run through the kubernetes client:
-the plan a user reviews with ``knative-drain plan`` is what runs here.
+Two sources for what the cluster runs. With registry access: the release's node image
+(kind on PATH, at least ``release.min_kind_version``: kind supports a node image only with
+the kind release that built it) and the release manifests. With none (this machine), or
+when asked: ``builders.stack`` builds kind, a node image, Knative Serving and Kourier here,
+and the kind images are loaded into the nodes. The cluster is made through the kind
+command with time bounds (``kind_cluster``), then the steps of ``kind_plan.kind_steps``
+run through the kubernetes client: the plan ``knative-drain plan`` prints is what runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from .cluster import (
     wait_deployments_available,
     wait_pods_ready,
 )
+from .kind_cluster import KindCluster, install_pod_network
 from .serving_platform import ServingPlatform
 
 _KIND_VERSION = re.compile(r"kind v(\d+)\.(\d+)\.(\d+)")
@@ -101,22 +104,12 @@ def fixture_image_name(app: str) -> str:
     return f"dev.local/knative-drain-app:{app}"
 
 
-def cluster_exists(kind: Path, name: str) -> bool:
-    """Whether ``kind get clusters`` lists ``name``."""
-    proc = subprocess.run(
-        [str(kind), "get", "clusters"], capture_output=True, text=True, timeout=60, check=False
-    )
-    if proc.returncode != 0:
-        raise ClusterError(f"`{kind} get clusters` failed: {proc.stderr.strip()[-400:]}")
-    return name in proc.stdout.split()
-
-
 class KindPlatform(ServingPlatform):
     """A kind cluster running Knative Serving; deleted at the end unless kept."""
 
     def __init__(
         self,
-        cluster: Any,
+        cluster: KindCluster,
         api: Any,
         *,
         release: Release,
@@ -155,61 +148,85 @@ class KindPlatform(ServingPlatform):
         workers: int = 0,
         keep: bool = False,
         kind_path: str | Path | None = None,
+        build: str = "auto",
         progress: Progress = _print,
     ) -> KindPlatform:
         """Preflight (kind, Docker, images, manifests), cluster, Knative install, image load.
 
-        Fails fast, before any cluster exists, on a missing/old kind, no Docker, a bad image
-        name or a missing manifest. A cluster it created is deleted again if a later step
-        fails (unless ``keep``); an existing cluster is reused only with ``keep``.
+        ``build``: "release" uses the release's node image and manifests (kind on PATH),
+        "here" builds kind, the node image, Serving and Kourier on this machine
+        (``builders.stack``), "auto" builds when the release manifests cannot be had.
+        Fails fast, before any cluster exists, on a missing/old kind, no Docker, a bad
+        image name or a missing manifest. A cluster it created is deleted again if a later
+        step fails (unless ``keep``); an existing cluster is reused only with ``keep``.
         """
-        kind, kind_version = find_kind(release, kind_path)
         docker_version = check_docker()
         images = (app_image,) if app_image else ()
         try:
             kind_plan.kind_steps(
-                release, cluster_name=cluster_name, host_port=host_port, workers=workers,
+                release,
+                cluster_name=cluster_name,
+                host_port=host_port,
+                workers=workers,
                 app_images=images,
-            )  # fmt: skip
+            )
         except kind_plan.KindPlanError as exc:
             raise ClusterError(f"--platform=kind: {exc}") from None
-        sources = _manifests(release, manifests_dir)
+        stack, sources = _stack_and_manifests(release, manifests_dir, build, progress)
+        if stack is not None:
+            kind, kind_version = stack.kind, stack.kind_version
+        else:
+            kind, kind_version = find_kind(release, kind_path)
         app_images = {"custom": app_image} if app_image else _fixture_images(apps, progress)
-        from pytest_kind import KindCluster
-
+        runtime = _privileged_runtime(progress)
         # A stable kubeconfig per cluster name, so a kept cluster can be found and reused.
         home = state_dir() / "kind" / cluster_name
         home.mkdir(parents=True, exist_ok=True)
-        kubeconfig = home / "kubeconfig"
-        cluster = KindCluster(cluster_name, kubeconfig=kubeconfig, kind_path=kind)
-        reuse = cluster_exists(kind, cluster_name)
+        cluster = KindCluster(kind, cluster_name, home / "kubeconfig")
+        reuse = cluster.exists()
         if reuse and not keep:
             raise ClusterError(
                 f"--platform=kind: a kind cluster named {cluster_name!r} already exists; pass "
                 f"--keep-cluster to reuse it, or delete it (kind delete cluster --name "
-                f"{cluster_name})"
+                f"{cluster_name}, or knative-drain cleanup)"
             )
         created = not reuse
-        if reuse:  # kind writes a kubeconfig only on create: export the kept cluster's
-            _kind(kind, ["export", "kubeconfig", "--name", cluster_name,
-                         "--kubeconfig", str(kubeconfig)])  # fmt: skip
+        node_image = stack.node_image if stack else release.kind_node_image
         config = home / "kind-config.yaml"
         config.write_text(
             yaml.safe_dump(
-                kind_plan.render_kind_config(release, host_port=host_port, workers=workers),
+                kind_plan.render_kind_config(
+                    release,
+                    host_port=host_port,
+                    workers=workers,
+                    node_image=node_image,
+                    default_cni=stack is None,
+                ),
                 sort_keys=False,
             )
         )
         progress(
             f"{'reusing' if reuse else 'creating'} kind cluster {cluster_name!r} "
-            f"(kind {kind_version}, {release.kind_node_image.split('@')[0]})"
+            f"(kind {kind_version}, {node_image.split('@')[0]}, {1 + workers} node(s))"
         )
+        facts: dict[str, Any] = {
+            "kind_version": kind_version,
+            "docker_version": docker_version,
+            "cluster_name": cluster_name,
+            "reused_cluster": reuse,
+        }
+        if runtime:
+            facts["privileged_runtime"] = runtime
+        if stack is not None:
+            facts.update(stack.describe())
+        timings: dict[str, float] = {}
         try:
-            try:
-                cluster.create(config_file=config)
-            except Exception as exc:  # noqa: BLE001 - kind exit codes, pykube config errors
-                raise ClusterError(f"--platform=kind: kind create cluster failed: {exc}") from None
-            api = api_client(kubeconfig, f"kind-{cluster_name}")
+            t = time.monotonic()
+            if reuse:  # kind writes a kubeconfig only on create: export the kept cluster's
+                cluster.export_kubeconfig()
+            else:
+                cluster.create(config)
+            api = api_client(cluster.kubeconfig, cluster.context)
             try:
                 k8s.VersionApi(api).get_code(_request_timeout=15)
             except (ApiException, Urllib3Error, OSError) as exc:
@@ -217,21 +234,39 @@ class KindPlatform(ServingPlatform):
                     f"--platform=kind: the API server of kind cluster {cluster_name!r} "
                     f"({api.configuration.host}) does not answer: {exc}"
                 ) from None
+            if reuse:
+                _check_kept_cluster(cluster, node_image, host_port, workers)
+            if stack is not None:
+                install_pod_network(api, progress)
+            timings["cluster_up_s"] = time.monotonic() - t
             platform = cls(
-                cluster, api, release=release, run_id=run_id, host_port=host_port,
-                created=created, keep=keep, app_images=app_images, progress=progress,
-                facts={"kind_version": kind_version, "docker_version": docker_version,
-                       "cluster_name": cluster_name, "reused_cluster": reuse},
-            )  # fmt: skip
+                cluster,
+                api,
+                release=release,
+                run_id=run_id,
+                host_port=host_port,
+                created=created,
+                keep=keep,
+                app_images=app_images,
+                progress=progress,
+                facts=facts,
+            )
+            t = time.monotonic()
+            platform.load_images(sorted(set(stack.load_images if stack else [])))
             platform.install(sources)
+            platform.check_ingress()
+            timings["install_s"] = time.monotonic() - t
+            t = time.monotonic()
             platform.load_images(sorted(set(app_images.values())))
+            timings["app_images_s"] = time.monotonic() - t
             platform.facts["kubernetes_version"] = kubernetes_version(api)
+            platform.facts["setup_s"] = {k: round(v, 1) for k, v in timings.items()}
         except BaseException:
             if created and not keep:
                 _delete_cluster(cluster, progress)
             raise
         if keep:
-            progress(f"cluster kept: --kubeconfig {kubeconfig} --context kind-{cluster_name}")
+            progress(f"cluster kept: --kubeconfig {cluster.kubeconfig} --context {cluster.context}")
         return platform
 
     def install(self, sources: dict[str, Path], *, timeout_s: float = 600.0) -> None:
@@ -239,7 +274,7 @@ class KindPlatform(ServingPlatform):
         from .. import manifests
 
         have, _ = knative_serving_version(self.api)
-        if have == self.release.version:
+        if have == self.release.version and _installed(self.api):
             self.progress(f"Knative Serving {have} already installed: skipping the install")
             return
         with Applier(self.api, progress=self.progress) as applier:
@@ -253,9 +288,11 @@ class KindPlatform(ServingPlatform):
             self._wait_ready("kourier-system", timeout_s)
             self._wait_ready("knative-serving", timeout_s)
             ConfigMapPatch(
-                self.api, "config-network", {"ingress-class": kind_plan.KOURIER_INGRESS_CLASS},
+                self.api,
+                "config-network",
+                {"ingress-class": kind_plan.KOURIER_INGRESS_CLASS},
                 progress=self.progress,
-            ).apply()  # fmt: skip
+            ).apply()
             applier.apply([kind_plan.kourier_nodeport_service()])
             ConfigMapPatch(
                 self.api, "config-domain", {kind_plan.DOMAIN: ""}, progress=self.progress
@@ -269,12 +306,7 @@ class KindPlatform(ServingPlatform):
         """``kind load docker-image`` each image (the cluster pulls from no registry here)."""
         for image in images:
             self.progress(f"kind load docker-image {image}")
-            try:
-                self.cluster.load_docker_image(image)
-            except (subprocess.CalledProcessError, OSError) as exc:
-                raise ClusterError(
-                    f"--platform=kind: kind load docker-image {image}: {exc}"
-                ) from None
+            self.cluster.load_image(image)
 
     def describe(self) -> dict[str, Any]:
         """Facts for the report's environment section."""
@@ -297,21 +329,106 @@ class KindPlatform(ServingPlatform):
             _delete_cluster(self.cluster, self.progress)
 
 
-def _kind(kind: Path, args: list[str], timeout_s: float = 120) -> str:
-    proc = subprocess.run(
-        [str(kind), *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-    if proc.returncode != 0:
-        raise ClusterError(f"`kind {' '.join(args)}` failed: {proc.stderr.strip()[-400:]}")
-    return proc.stdout
-
-
-def _delete_cluster(cluster: Any, progress: Progress) -> None:
+def _delete_cluster(cluster: KindCluster, progress: Progress) -> None:
     progress(f"deleting kind cluster {cluster.name!r}")
     try:
         cluster.delete()
-    except (subprocess.CalledProcessError, OSError) as exc:
+    except ClusterError as exc:
         progress(f"kind delete cluster {cluster.name} failed: {exc}")
+
+
+def _installed(api: Any) -> bool:
+    """Every Deployment in knative-serving and kourier-system exists and is Available: a
+    kept cluster whose install stopped half-way is installed again, not taken as done."""
+    apps = k8s.AppsV1Api(api)
+    for namespace in ("knative-serving", "kourier-system"):
+        try:
+            deployments = apps.list_namespaced_deployment(namespace, _request_timeout=15).items
+        except (ApiException, Urllib3Error, OSError):
+            return False
+        if not deployments:
+            return False
+        for dep in deployments:
+            available = any(
+                c.type == "Available" and c.status == "True" for c in (dep.status.conditions or [])
+            )
+            if not available:
+                return False
+    return True
+
+
+def _check_kept_cluster(
+    cluster: KindCluster, node_image: str, host_port: int, workers: int
+) -> None:
+    """A kept cluster must be the one asked for: node count, node image and port mapping."""
+    import docker
+    import docker.errors
+
+    nodes = cluster.nodes()
+    want = 1 + workers
+    problems = []
+    if len(nodes) != want:
+        problems.append(f"{len(nodes)} node(s), this run needs {want} (workers={workers})")
+    client = docker.from_env(timeout=30)
+    try:
+        for node in nodes:
+            try:
+                attrs = client.containers.get(node).attrs
+            except docker.errors.NotFound:
+                problems.append(f"node container {node} not found")
+                continue
+            image = attrs["Config"]["Image"]
+            if image not in (node_image, node_image.split("@")[0]):
+                problems.append(f"node {node} runs {image}, this run needs {node_image}")
+            ports = attrs["HostConfig"].get("PortBindings") or {}
+            if node.endswith("-control-plane"):
+                bound = {b.get("HostPort") for b in ports.get(f"{kind_plan.NODE_PORT}/tcp") or []}
+                if str(host_port) not in bound:
+                    problems.append(
+                        f"NodePort {kind_plan.NODE_PORT} is published on "
+                        f"{sorted(bound) or 'no port'}, not {host_port}"
+                    )
+    finally:
+        client.close()
+    if problems:
+        raise ClusterError(
+            f"--keep-cluster: the kept cluster {cluster.name!r} does not match this run: "
+            f"{'; '.join(problems)}; delete it (knative-drain cleanup) or run as it was made"
+        )
+
+
+def _privileged_runtime(progress: Progress) -> str | None:
+    from ..privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
+
+    try:
+        return ensure_privileged_runtime(progress)
+    except PrivilegedRuntimeError as exc:
+        raise ClusterError(f"--platform=kind: {exc}") from None
+
+
+def _stack_and_manifests(
+    release: Release, manifests_dir: Path | None, build: str, progress: Progress
+) -> tuple[Any, dict[str, Path]]:
+    """(built stack or None, manifest paths): release artefacts, or everything built here."""
+    if build not in ("auto", "release", "here"):
+        raise ClusterError(f"--kind-build={build!r}: accepted values: auto, release, here")
+    if build != "here":
+        try:
+            return None, _manifests(release, manifests_dir)
+        except ClusterError as exc:
+            if build == "release" or manifests_dir is not None:
+                raise
+            progress(f"release artefacts unavailable ({exc}); building the stack here")
+    from ..builders.gomod import GoBuildError
+    from ..builders.rootfs import ImagesError as BuildImagesError
+    from ..builders.stack import build_kind_stack
+
+    try:
+        stack = build_kind_stack(release.version, progress)
+    except (GoBuildError, BuildImagesError) as exc:
+        raise ClusterError(f"--platform=kind: building the cluster stack failed: {exc}") from None
+    names = ("serving-crds", "serving-core", "kourier")
+    return stack, {name: stack.manifests_dir / f"{name}.yaml" for name in names}
 
 
 def _manifests(release: Release, manifests_dir: Path | None) -> dict[str, Path]:

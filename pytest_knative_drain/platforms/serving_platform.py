@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
 from kubernetes import client as k8s
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import ClusterError, KsvcSpec, Namespaces, Progress, service_name
@@ -34,6 +36,37 @@ class ServingPlatform:
         self.keep = keep
         self.facts = facts or {}
         self.namespaces = Namespaces(api, run_id, keep=keep)
+
+    def check_ingress(self, timeout_s: float = 60.0) -> str:
+        """One setup error instead of a drain failure per case when nothing answers on
+        127.0.0.1:``ingress_port`` (a missing port-forward, a wrong ``--ingress-port``).
+
+        Any HTTP answer will do (Kourier answers 404 for a host it has no route for);
+        the server header is recorded. Retried while the gateway starts (infrastructure).
+        """
+        url = f"http://127.0.0.1:{self.ingress_port}/"
+        headers = {"Host": "knative-drain-ingress-probe.invalid"}
+
+        @retry(
+            stop=stop_after_delay(timeout_s),
+            wait=wait_fixed(2),
+            retry=retry_if_exception_type(requests.RequestException),
+        )
+        def probe() -> requests.Response:
+            return requests.get(url, headers=headers, timeout=5)
+
+        try:
+            answer = probe()
+        except RetryError as exc:
+            raise ClusterError(
+                f"--ingress-port={self.ingress_port}: nothing answers HTTP on {url} within "
+                f"{timeout_s:.0f} s ({exc.last_attempt.exception()}); the ingress must be "
+                "reachable there (existing clusters: e.g. kubectl port-forward -n "
+                f"kourier-system svc/kourier {self.ingress_port}:80)"
+            ) from None
+        found = f"HTTP {answer.status_code} from {answer.headers.get('server', 'unknown server')}"
+        self.facts["ingress_probe"] = found
+        return found
 
     def missing_image(self, app: str) -> str:
         """Why there is no image for ``app`` and what to do about it."""

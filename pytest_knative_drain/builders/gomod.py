@@ -1,0 +1,202 @@
+"""Go modules from the module proxy, and binaries built from them.
+
+The proxy this machine reaches is a filtering mirror: some versions are refused (403)
+though they exist upstream, and some checksum-database entries are missing (404). So a
+module is never assumed to resolve: :func:`resolvable` asks the proxy for the ``.mod``
+and ``.zip`` of a version, :func:`nearest_resolvable` walks down the patch releases, and
+builds name what they substituted (``Substitution``) so reports can say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+Progress = Callable[[str], None]
+BUILD_TIMEOUT_S = 3600
+
+
+class GoBuildError(RuntimeError):
+    """A module could not be fetched or built; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """A module version the proxy refused, and the one used instead."""
+
+    module: str
+    wanted: str
+    used: str
+
+    def __str__(self) -> str:
+        return f"{self.module} {self.used} (for {self.wanted}: refused by the module proxy)"
+
+
+def go_binary() -> str:
+    """The ``go`` command (PATH, else /usr/local/go/bin/go), or GoBuildError."""
+    found = shutil.which("go") or (
+        "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
+    )
+    if found is None:
+        raise GoBuildError("Go is not installed: install Go >= 1.22 and put `go` on PATH")
+    return found
+
+
+def go_env(**extra: str) -> dict[str, str]:
+    """The environment for Go commands: module mode, no cgo, plus ``extra``."""
+    return {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", **extra}
+
+
+def proxy_url() -> str:
+    """The first module proxy of ``go env GOPROXY`` (where resolvability is asked)."""
+    out = subprocess.run(
+        [go_binary(), "env", "GOPROXY"], capture_output=True, text=True, check=False, timeout=30
+    ).stdout.strip()
+    first = out.split(",")[0].split("|")[0]
+    return first if first.startswith("http") else "https://proxy.golang.org"
+
+
+def _escape(module: str) -> str:
+    """The proxy protocol's case encoding: upper-case letters become ``!`` + lower case."""
+    return "".join(f"!{c.lower()}" if c.isupper() else c for c in module)
+
+
+@retry(
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=2, max=10),
+    retry=retry_if_exception_type(requests.ConnectionError),
+    reraise=True,
+)
+def resolvable(module: str, version: str, proxy: str | None = None) -> bool:
+    """Whether the proxy serves both the ``.mod`` and the ``.zip`` of ``module@version``."""
+    base = f"{proxy or proxy_url()}/{_escape(module)}/@v/{version}"
+    return all(
+        requests.head(f"{base}.{ext}", timeout=30, allow_redirects=True).ok
+        for ext in ("mod", "zip")
+    )
+
+
+def nearest_resolvable(module: str, version: str, proxy: str | None = None) -> str | None:
+    """``version`` if the proxy serves it, else the highest lower patch release it serves."""
+    major_minor, _, patch = version.rpartition(".")
+    for p in range(int(patch), -1, -1):
+        candidate = f"{major_minor}.{p}"
+        if resolvable(module, candidate, proxy):
+            return candidate
+    return None
+
+
+def run_go(args: list[str], *, cwd: Path, env: Mapping[str, str], what: str) -> str:
+    """Run ``go ARGS``; GoBuildError with the output's tail when it fails."""
+    try:
+        done = subprocess.run(
+            [go_binary(), *args],
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise GoBuildError(f"{what}: timed out after {BUILD_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout)[-2000:]
+        raise GoBuildError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    return done.stdout
+
+
+@retry(
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=3, max=20),
+    retry=retry_if_exception_type(GoBuildError),
+    reraise=True,
+)
+def download(module: str, version: str, *, env: Mapping[str, str] | None = None) -> dict:
+    """``go mod download -json module@version``: its JSON (``Dir``, ``GoMod``, ``Sum``)."""
+    scratch = Path(os.environ.get("TMPDIR", "/tmp"))
+    out = run_go(
+        ["mod", "download", "-json", f"{module}@{version}"],
+        cwd=scratch,
+        env=env or go_env(),
+        what=f"go mod download {module}@{version}",
+    )
+    info = json.loads(out)
+    if info.get("Error") or not info.get("Dir"):
+        raise GoBuildError(f"go mod download {module}@{version}: {info.get('Error', 'no Dir')}")
+    return info
+
+
+def writable_copy(module_dir: Path, dest: Path) -> Path:
+    """Copy a module out of the read-only module cache so it can be built in place."""
+    shutil.copytree(module_dir, dest, symlinks=True)
+    for dirpath, _dirs, files in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o200)
+    return dest
+
+
+def build(
+    packages: Mapping[str, str],
+    out_dir: Path,
+    *,
+    cwd: Path,
+    ldflags: str = "-s -w",
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """``go build -trimpath`` of each package (import path -> binary name) into ``out_dir``.
+
+    One ``go build`` per binary, in order; the build cache shares the compile work.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for package, name in packages.items():
+        run_go(
+            ["build", "-trimpath", "-ldflags", ldflags, "-o", str(out_dir / name), package],
+            cwd=cwd,
+            env=env or go_env(),
+            what=f"go build {package}",
+        )
+
+
+def wrapper_build(
+    requires: Mapping[str, str],
+    packages: Mapping[str, str],
+    out_dir: Path,
+    *,
+    replaces: Mapping[str, str] | None = None,
+    ldflags: str = "-s -w",
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Build main packages of modules that cannot be ``go install``-ed (their go.mod has
+    replace directives): a throwaway module requires them, ``go mod tidy``, ``go build``."""
+    env = env or go_env()
+    with tempfile.TemporaryDirectory(prefix="knative-drain-gomod-") as tmp:
+        work = Path(tmp)
+        lines = ["module knativedrain.local/wrapper", "", "go 1.22", ""]
+        lines += [f"require {m} {v}" for m, v in sorted(requires.items())]
+        lines += [f"replace {m} => {m} {v}" for m, v in sorted((replaces or {}).items())]
+        (work / "go.mod").write_text("\n".join(lines) + "\n")
+        imports = "\n".join(f'\t_ "{p}"' for p in packages)
+        (work / "tools.go").write_text(
+            f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
+        )
+        run_go(["mod", "tidy"], cwd=work, env=env, what=f"go mod tidy ({', '.join(requires)})")
+        build(packages, out_dir, cwd=work, ldflags=ldflags, env=env)
+
+
+def go_version_of(binary: Path) -> str:
+    """The Go toolchain version a binary was built with (``go version BINARY``)."""
+    out = run_go(["version", str(binary)], cwd=binary.parent, env=go_env(), what="go version")
+    return out.rsplit(":", 1)[-1].strip()

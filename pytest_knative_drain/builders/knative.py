@@ -1,0 +1,163 @@
+"""Knative Serving for one release, from its Go module: images and manifests.
+
+Releases are ko builds (hack/generate-yamls.sh): each ``ko://knative.dev/serving/cmd/X``
+in ``config/core`` becomes an image whose entrypoint is ``/ko-app/X``, run as a non-root
+user; ``serving-core.yaml`` is ``config/core`` resolved, ``serving-crds.yaml`` its CRDs.
+Here the same binaries are built from ``knative.dev/serving@v0.(X+27).Y`` and the same
+files resolved to local ``dev.local/...`` images, which kind loads into the nodes.
+
+The module zip has no symbolic links, and ``config/core`` links a few files from
+``knative.dev/networking`` and ``knative.dev/caching`` (the CRDs of Ingress, Certificate,
+ServerlessService and Image, and config-network): those are read from the versions of
+those modules serving's go.mod requires, at the paths the links point to.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import yaml
+
+from ..docker_engine import state_dir
+from . import gomod
+from .kubernetes import binary_image
+from .rootfs import ImageOutcome, ImagesError
+
+Progress = Callable[[str], None]
+RECIPE = 1
+SERVING = "knative.dev/serving"
+COMMANDS = ("controller", "activator", "autoscaler", "webhook", "queue")
+IMAGE_REPO = "dev.local/knative-drain/serving"
+KO_USER = "65532:65532"
+# config/core path -> (module whose file it links to, path in that module)
+LINKED_FILES = {
+    "300-imagecache.yaml": ("knative.dev/caching", "config/image.yaml"),
+    "300-resources/certificate.yaml": ("knative.dev/networking", "config/certificate.yaml"),
+    "300-resources/ingress.yaml": ("knative.dev/networking", "config/ingress.yaml"),
+    "300-resources/serverlessservice.yaml": (
+        "knative.dev/networking",
+        "config/serverlessservice.yaml",
+    ),
+    "configmaps/network.yaml": ("knative.dev/networking", "config/config-network.yaml"),
+}
+_KO_REF = re.compile(r"ko://([A-Za-z0-9._/-]+)")
+
+
+@dataclass
+class ServingBuild:
+    """One release's images (command -> outcome) and its manifests directory."""
+
+    version: str
+    module_version: str
+    images: dict[str, ImageOutcome]
+    manifests_dir: Path
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def module_version(version: str) -> str:
+    """Knative 1.X.Y is Go module v0.(X+27).Y."""
+    match = re.fullmatch(r"1\.(\d+)\.(\d+)", version)
+    if not match:
+        raise ImagesError(f"Knative version {version!r}: expected 1.X.Y, e.g. 1.14.2")
+    return f"v0.{int(match[1]) + 27}.{match[2]}"
+
+
+def image_ref(command: str, version: str) -> str:
+    return f"{IMAGE_REPO}/{command}:{version}"
+
+
+def required_version(go_mod: str, module: str) -> str:
+    """The version of ``module`` a go.mod requires."""
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.MULTILINE)
+    if not match:
+        raise ImagesError(f"go.mod does not require {module}")
+    return match[1]
+
+
+def config_files(
+    module_dir: Path, subdir: str, linked: dict[str, tuple[str, str]], go_mod: str
+) -> list[tuple[str, str]]:
+    """(relative path, text) of every YAML file under ``subdir`` in ko's walk order
+    (lexical), with the files the zip lost as symbolic links put back in place."""
+    root = module_dir / subdir
+    files = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*.yaml")}
+    for rel, (module, path) in linked.items():
+        if rel not in files:
+            source = Path(gomod.download(module, required_version(go_mod, module))["Dir"])
+            files[rel] = (source / path).read_text()
+    return sorted(files.items())
+
+
+def resolve(text: str, refs: dict[str, str], version: str) -> list[dict[str, Any]]:
+    """ko resolve: ``ko://`` references to image names, ``devel`` version labels to
+    ``version`` (as the release pipeline's sed does); the YAML documents."""
+
+    def image(match: re.Match[str]) -> str:
+        if match[1] not in refs:
+            raise ImagesError(f"no image built for ko://{match[1]}")
+        return refs[match[1]]
+
+    text = _KO_REF.sub(image, text)
+    text = text.replace(
+        "app.kubernetes.io/version: devel", f'app.kubernetes.io/version: "{version}"'
+    )
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def write_manifest(path: Path, docs: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    tmp.replace(path)
+
+
+def build_serving(
+    client: docker.DockerClient, version: str, progress: Progress = print
+) -> ServingBuild:
+    """Images for :data:`COMMANDS` and serving-crds.yaml / serving-core.yaml for ``version``."""
+    started = time.monotonic()
+    mod_version = module_version(version)
+    info = gomod.download(SERVING, mod_version)
+    module_dir = Path(info["Dir"])
+    go_mod = Path(info["GoMod"]).read_text()
+    bin_dir = state_dir() / "bin" / f"serving-{mod_version}-r{RECIPE}"
+    if not all((bin_dir / c).is_file() for c in COMMANDS):
+        progress(
+            f"building Knative Serving {version} ({SERVING}@{mod_version}: "
+            f"{', '.join(COMMANDS)}; about 10 min cold)"
+        )
+        with tempfile.TemporaryDirectory(prefix="knative-drain-serving-") as tmp:
+            src = gomod.writable_copy(module_dir, Path(tmp) / "serving")
+            staging = bin_dir.with_name(bin_dir.name + ".tmp")
+            gomod.build({f"./cmd/{c}": c for c in COMMANDS}, staging, cwd=src)
+            staging.rename(bin_dir)
+    images = {
+        c: binary_image(
+            client,
+            image_ref(c, version),
+            {f"/ko-app/{c}": bin_dir / c},
+            base="scratch",
+            entrypoint=[f"/ko-app/{c}"],
+            user=KO_USER,
+            env={"KO_DATA_PATH": "/var/run/ko"},
+            kind="knative-serving",
+        )
+        for c in COMMANDS
+    }
+    refs = {f"{SERVING}/cmd/{c}": image_ref(c, version) for c in COMMANDS}
+    out = state_dir() / "manifests" / f"built-{version}"
+    core: list[dict[str, Any]] = []
+    for _rel, text in config_files(module_dir, "config/core", LINKED_FILES, go_mod):
+        core += resolve(text, refs, version)
+    crds = [d for d in core if d.get("kind") == "CustomResourceDefinition"]
+    write_manifest(out / "serving-crds.yaml", crds)
+    write_manifest(out / "serving-core.yaml", core)
+    return ServingBuild(version, mod_version, images, out, time.monotonic() - started)
