@@ -8,6 +8,7 @@ admission webhooks, CRD establishment, discovery, apply semantics, namespaces).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -316,3 +317,71 @@ def test_wait_names_what_never_became_ready(api) -> None:
         with pytest.raises(ClusterError, match=r"no pods in .* matching '!job-name'"):
             cluster.wait_pods_ready(api, ns, timeout_s=1)
         assert time.monotonic() - started < 10
+
+
+# -- an API server that is not there or never answers: one ClusterError, fast ---------------
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed once we leave: nothing listens there
+
+
+def _client(url: str) -> k8s.ApiClient:
+    config = k8s.Configuration()
+    config.host = url
+    config.verify_ssl = False
+    return k8s.ApiClient(config)
+
+
+def _no_traceback_line(err: pytest.ExceptionInfo[ClusterError]) -> str:
+    message = str(err.value)
+    assert "\n" not in message and "object at 0x" not in message, message
+    assert err.value.__cause__ is None and err.value.__suppress_context__, "no chained traceback"
+    return message
+
+
+def test_unreachable_api_server_is_one_cluster_error_fast(tmp_path: Path) -> None:
+    url = f"https://127.0.0.1:{_closed_port()}"
+    api = _client(url)
+    calls = {
+        "read /version": lambda: cluster.kubernetes_version(api),
+        "detect the Knative Serving version": lambda: cluster.knative_serving_version(api),
+        "create namespace": lambda: Namespaces(api, "run-x").create("x"),
+        "delete namespace gone-1": lambda: Namespaces(api, "run-x").delete("gone-1"),
+        "discover the API server's resources": lambda: Applier(api),
+        "read ConfigMap knative-serving/config-defaults": lambda: ConfigMapPatch(
+            api, "config-defaults", {"a": "1"}
+        ).apply(),
+        "pods in ns-x: not ready after 1 s": lambda: cluster.wait_pods_ready(
+            api, "ns-x", timeout_s=1
+        ),
+        "CRDs Established: not ready after 1 s": lambda: cluster.wait_crds_established(
+            api, ["x.example.com"], timeout_s=1
+        ),
+    }
+    for doing, call in calls.items():
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as err:
+            call()
+        message = _no_traceback_line(err)
+        assert doing in message, message
+        assert f"cannot reach the API server {url}" in message, message
+        assert "Connection refused" in message or "refused" in message.lower(), message
+        assert time.monotonic() - started < 5, (doing, time.monotonic() - started)
+    api.close()
+
+
+def test_api_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listening socket nobody accepts on: without _request_timeout the call would hang."""
+    monkeypatch.setattr(cluster, "REQUEST_TIMEOUT", (0.5, 0.5))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        api = _client(url)
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=f"cannot reach the API server {url}") as err:
+            cluster.knative_serving_version(api)
+        _no_traceback_line(err)
+        assert time.monotonic() - started < 10  # urllib3 retries a GET 3 times: 4 x 0.5 s
+        api.close()

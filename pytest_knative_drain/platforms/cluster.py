@@ -14,6 +14,7 @@ Established and discovery refreshed before it is applied; Knative's webhook answ
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ from tenacity import (
     stop_after_delay,
     wait_fixed,
 )
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -49,12 +52,66 @@ WEBHOOK_RETRY_S = 60.0
 WEBHOOK_INTERVAL_S = 2.0
 CRD_TIMEOUT_S = 120.0
 PROGRESS_EVERY_S = 15.0
+#: (connect, read) seconds for every API call made here: an unreachable or stuck API server
+#: ends the call with a ClusterError instead of hanging the run (the client's default is
+#: no timeout at all). Log follows and watches set their own, longer read bounds.
+REQUEST_TIMEOUT = (10.0, 60.0)
+#: What an API call raises when the infrastructure (not our request) is the problem.
+API_ERRORS = (ApiException, Urllib3Error, OSError)
 _CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ClusterError(RuntimeError):
     """A cluster operation failed; the message says what and how to fix it."""
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an API error: status and message, or why the server was not reached."""
+    if isinstance(exc, ApiException):
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+        message = str(body or "")
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(message).get("message") or message
+        text = f"{exc.status} {exc.reason}" + (f": {message}" if message else "")
+    elif isinstance(exc, MaxRetryError):  # urllib3 gave up: name the cause, not the pool
+        text = _strip_object(str(exc.reason or exc))
+    else:
+        text = _strip_object(str(exc)) or type(exc).__name__
+    return " ".join(text.split())[:400]
+
+
+def _strip_object(text: str) -> str:
+    """``<...HTTPSConnection object at 0x..>: Failed ...`` -> ``Failed ...`` (the host is
+    named by the caller; urllib3's object reprs and pool names only repeat it)."""
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", text)
+    return re.sub(r"HTTPS?Connection(Pool)?\(host=[^)]*\):\s*", "", text).strip()
+
+
+def host_of(api: k8s.ApiClient) -> str:
+    """The API server's URL as the client knows it (for messages)."""
+    return str(getattr(api.configuration, "host", "") or "")
+
+
+def cluster_error(doing: str, exc: BaseException, host: str | None) -> ClusterError:
+    """``ClusterError`` for ``exc`` raised while ``doing`` against the API server ``host``."""
+    return ClusterError(f"{doing}: {_problem(exc, host)}")
+
+
+def _problem(exc: BaseException, host: str | None) -> str:
+    server = f"the API server {host}" if host else "the API server"
+    if isinstance(exc, ApiException) and exc.status:
+        return f"{server} answered {error_line(exc)}"
+    return f"cannot reach {server}: {error_line(exc)}"
+
+
+@contextlib.contextmanager
+def api_call(doing: str, api: k8s.ApiClient) -> Iterator[None]:
+    """Turn what an API call raises (ApiException, urllib3, OSError) into one ClusterError."""
+    try:
+        yield
+    except API_ERRORS as exc:
+        raise cluster_error(doing, exc, host_of(api)) from None
 
 
 def _quiet(_: str) -> None:
@@ -76,7 +133,8 @@ def api_client(kubeconfig: str | Path | None = None, context: str | None = None)
 
 def kubernetes_version(api: k8s.ApiClient) -> str:
     """The server's ``/version`` gitVersion, e.g. ``v1.31.14``."""
-    return k8s.VersionApi(api).get_code().git_version
+    with api_call("read /version", api):
+        return k8s.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT).git_version
 
 
 def knative_serving_version(api: k8s.ApiClient) -> tuple[str | None, str]:
@@ -86,22 +144,29 @@ def knative_serving_version(api: k8s.ApiClient) -> tuple[str | None, str]:
     ``app.kubernetes.io/version`` (1.10+); older ones used ``serving.knative.dev/release``.
     """
     core = k8s.CoreV1Api(api)
+    doing = "detect the Knative Serving version"
     try:
-        ns = core.read_namespace(SERVING_NAMESPACE)
+        ns = core.read_namespace(SERVING_NAMESPACE, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
             return None, f"namespace {SERVING_NAMESPACE} not found"
-        raise
+        raise cluster_error(doing, exc, host_of(api)) from None
+    except (Urllib3Error, OSError) as exc:
+        raise cluster_error(doing, exc, host_of(api)) from None
     for key in ("app.kubernetes.io/version", "serving.knative.dev/release"):
         value = (ns.metadata.labels or {}).get(key)
         if value and value != "devel":
             return value.removeprefix("v"), f"namespace {SERVING_NAMESPACE} label {key}"
     try:
-        dep = k8s.AppsV1Api(api).read_namespaced_deployment("controller", SERVING_NAMESPACE)
+        dep = k8s.AppsV1Api(api).read_namespaced_deployment(
+            "controller", SERVING_NAMESPACE, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         if exc.status == 404:
             return None, f"no version label on namespace {SERVING_NAMESPACE}, no controller"
-        raise
+        raise cluster_error(doing, exc, host_of(api)) from None
+    except (Urllib3Error, OSError) as exc:
+        raise cluster_error(doing, exc, host_of(api)) from None
     for key in ("app.kubernetes.io/version", "serving.knative.dev/release"):
         value = (dep.metadata.labels or {}).get(key)
         if value and value != "devel":
@@ -127,8 +192,12 @@ def through_webhook(
     timeout_s: float = WEBHOOK_RETRY_S,
     interval_s: float = WEBHOOK_INTERVAL_S,
     progress: Progress = _quiet,
+    host: str | None = None,
 ) -> T:
-    """Run ``call``, retrying (bounded) only while a webhook answers 500 "failed calling"."""
+    """Run ``call``, retrying (bounded) only while a webhook answers 500 "failed calling".
+
+    Any other API error ends as a ClusterError naming ``what`` and the API server ``host``.
+    """
 
     def note(state: Any) -> None:
         progress(f"{what}: webhook not ready yet (try {state.attempt_number}), retrying")
@@ -147,6 +216,8 @@ def through_webhook(
         raise ClusterError(
             f"{what}: admission webhook still failing after {timeout_s:.0f} s: {message}"
         ) from None
+    except API_ERRORS as exc:
+        raise cluster_error(what, exc, host) from None
 
 
 # -- bounded waits --------------------------------------------------------------------------
@@ -157,26 +228,32 @@ def wait_until(
     timeout_s: float,
     interval_s: float = 1.0,
     progress: Progress = _quiet,
+    host: str | None = None,
 ) -> None:
     """Poll ``check`` (returns None when done, else what is still missing) until ``timeout_s``.
 
     Prints progress every PROGRESS_EVERY_S; on timeout raises ClusterError naming
-    what never became ready. Transient API errors (5xx, connection) are polled through.
+    what never became ready. Infrastructure errors (API 5xx, urllib3 connection errors,
+    OSError) are polled through until then, and named if they were the last word; any
+    other API error (403, 404: our request is wrong, retrying cannot help) ends the wait
+    at once as a ClusterError naming ``what`` and the API server ``host``.
     """
     started = time.monotonic()
     last_note = [started]
     missing: list[str] = ["not checked yet"]
+    where = host
 
     @retry(
         stop=stop_after_delay(timeout_s),
         wait=wait_fixed(interval_s),
-        retry=retry_if_exception_type((_NotYet, OSError)) | retry_if_exception(_server_error),
+        retry=retry_if_exception_type((_NotYet, OSError, Urllib3Error))
+        | retry_if_exception(_server_error),
     )
     def poll() -> None:
         try:
             result = check()
-        except ApiException as exc:
-            missing[0] = f"API error {exc.status} {exc.reason}"
+        except API_ERRORS as exc:
+            missing[0] = _problem(exc, where)
             raise
         if result is not None:
             missing[0] = result
@@ -192,6 +269,8 @@ def wait_until(
         raise ClusterError(
             f"{what}: not ready after {timeout_s:.0f} s; still waiting for: {missing[0]}"
         ) from None
+    except API_ERRORS as exc:  # not retried: a client error
+        raise cluster_error(what, exc, where) from None
 
 
 class _NotYet(Exception):
@@ -216,13 +295,13 @@ def wait_crds_established(
     def check() -> str | None:
         pending = []
         for name in wanted:
-            crd = ext.read_custom_resource_definition(name)
+            crd = ext.read_custom_resource_definition(name, _request_timeout=REQUEST_TIMEOUT)
             conditions = (crd.status.conditions if crd.status else None) or []
             if not any(c.type == "Established" and c.status == "True" for c in conditions):
                 pending.append(name)
         return f"CRDs not Established: {', '.join(pending)}" if pending else None
 
-    wait_until(check, "CRDs Established", timeout_s=timeout_s, progress=progress)
+    wait_until(check, "CRDs Established", timeout_s=timeout_s, progress=progress, host=host_of(api))
 
 
 def wait_deployments_available(
@@ -233,14 +312,21 @@ def wait_deployments_available(
 
     def check() -> str | None:
         pending = []
-        for dep in apps.list_namespaced_deployment(namespace).items:
+        deps = apps.list_namespaced_deployment(namespace, _request_timeout=REQUEST_TIMEOUT)
+        for dep in deps.items:
             want = dep.spec.replicas if dep.spec.replicas is not None else 1
             have = (dep.status.available_replicas if dep.status else 0) or 0
             if have < want:
                 pending.append(f"{dep.metadata.name} {have}/{want} available")
         return f"deployments in {namespace}: {', '.join(pending)}" if pending else None
 
-    wait_until(check, f"deployments in {namespace}", timeout_s=timeout_s, progress=progress)
+    wait_until(
+        check,
+        f"deployments in {namespace}",
+        timeout_s=timeout_s,
+        progress=progress,
+        host=host_of(api),
+    )
 
 
 def wait_pods_ready(
@@ -255,7 +341,9 @@ def wait_pods_ready(
     core = k8s.CoreV1Api(api)
 
     def check() -> str | None:
-        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        pods = core.list_namespaced_pod(
+            namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+        ).items
         if not pods:
             return f"no pods in {namespace} matching {selector!r}"
         pending = [
@@ -265,7 +353,9 @@ def wait_pods_ready(
         ]
         return f"pods in {namespace} not Ready: {', '.join(pending)}" if pending else None
 
-    wait_until(check, f"pods in {namespace}", timeout_s=timeout_s, progress=progress)
+    wait_until(
+        check, f"pods in {namespace}", timeout_s=timeout_s, progress=progress, host=host_of(api)
+    )
 
 
 # -- applying manifests ---------------------------------------------------------------------
@@ -311,7 +401,15 @@ class Applier:
         # The dynamic client caches discovery in a file; keep it in our own temp dir
         # (its default is a shared /tmp/osrcp-<hash>.json that outlives the run).
         self._cache_dir = tempfile.mkdtemp(prefix="knative-drain-discovery-")
-        self.dynamic = DynamicClient(api, cache_file=str(Path(self._cache_dir) / "discovery"))
+        self.host = host_of(api)
+        try:
+            with api_call("discover the API server's resources", api):
+                self.dynamic = _TimedDynamicClient(
+                    api, cache_file=str(Path(self._cache_dir) / "discovery")
+                )
+        except ClusterError:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Remove the discovery cache."""
@@ -361,7 +459,8 @@ class Applier:
             return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
         try:
-            return find()
+            with api_call(f"discover {kind} in {api_version}", self.api):
+                return find()
         except RetryError:
             raise ClusterError(
                 f"the cluster serves no {kind} in {api_version} (is its CRD applied first?)"
@@ -396,17 +495,31 @@ class Applier:
                 namespace=ns,
                 field_manager=self.field_manager,
                 force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
             f"apply {ref}",
             timeout_s=self.webhook_timeout_s,
             progress=self.progress,
+            host=self.host,
         )
         return ref
 
     def get(self, ref: ObjectRef) -> dict[str, Any]:
         """The live object as a plain dict."""
         resource = self._resource(ref.api_version, ref.kind)
-        return resource.get(name=ref.name, namespace=ref.namespace).to_dict()
+        with api_call(f"read {ref}", self.api):
+            return resource.get(
+                name=ref.name, namespace=ref.namespace, _request_timeout=REQUEST_TIMEOUT
+            ).to_dict()
+
+
+class _TimedDynamicClient(DynamicClient):
+    """The dynamic client with REQUEST_TIMEOUT on every request, discovery included
+    (``DynamicClient`` passes ``_request_timeout`` through but sets none itself)."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return super().request(method, path, body, **params)
 
 
 # -- Knative Service rendering ---------------------------------------------------------------
@@ -517,6 +630,7 @@ class ConfigMapPatch:
         bad = {k: v for k, v in data.items() if not isinstance(v, str)}
         if bad:
             raise ClusterError(f"ConfigMap {namespace}/{name}: values must be strings: {bad}")
+        self.api = api
         self.core = k8s.CoreV1Api(api)
         self.name = name
         self.namespace = namespace
@@ -528,23 +642,39 @@ class ConfigMapPatch:
     def _patch(self, data: dict[str, str | None], what: str) -> None:
         through_webhook(
             lambda: self.core.patch_namespaced_config_map(
-                self.name, self.namespace, {"data": data}, field_manager=FIELD_MANAGER
+                self.name,
+                self.namespace,
+                {"data": data},
+                field_manager=FIELD_MANAGER,
+                _request_timeout=REQUEST_TIMEOUT,
             ),
             f"{what} ConfigMap {self.namespace}/{self.name}",
             timeout_s=self.webhook_timeout_s,
             progress=self.progress,
+            host=host_of(self.api),
         )
 
     def apply(self) -> None:
         """Remember the current values of the keys, then set the new ones."""
         try:
-            current = self.core.read_namespaced_config_map(self.name, self.namespace).data or {}
+            current = (
+                self.core.read_namespaced_config_map(
+                    self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                ).data
+                or {}
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise ClusterError(
                     f"ConfigMap {self.namespace}/{self.name} does not exist (is Knative installed?)"
                 ) from None
-            raise
+            raise cluster_error(
+                f"read ConfigMap {self.namespace}/{self.name}", exc, host_of(self.api)
+            ) from None
+        except (Urllib3Error, OSError) as exc:
+            raise cluster_error(
+                f"read ConfigMap {self.namespace}/{self.name}", exc, host_of(self.api)
+            ) from None
         self.saved = {key: current.get(key) for key in self.data}
         self._patch(dict(self.data), "patch")
         self.progress(f"patched {self.namespace}/{self.name}: {self.data}")
@@ -569,6 +699,7 @@ class Namespaces:
     """Namespaces this run creates, labelled with the run id and deleted at the end."""
 
     def __init__(self, api: k8s.ApiClient, run_id: str, *, keep: bool = False) -> None:
+        self.api = api
         self.core = k8s.CoreV1Api(api)
         self.run_id = run_id
         self.keep = keep
@@ -585,16 +716,25 @@ class Namespaces:
                 labels={RUN_LABEL: self.run_id, "app.kubernetes.io/managed-by": FIELD_MANAGER},
             )
         )
-        self.core.create_namespace(body)
+        with api_call(f"create namespace {name}", self.api):
+            self.core.create_namespace(body, _request_timeout=REQUEST_TIMEOUT)
         self.created.append(name)
         return name
 
     def delete(self, name: str) -> None:
-        """Start deleting ``name`` (namespace controller finishes it); gone is fine."""
-        with contextlib.suppress(ApiException):
-            self.core.delete_namespace(name, propagation_policy="Background")
-        if name in self.created:
-            self.created.remove(name)
+        """Start deleting ``name`` (namespace controller finishes it); gone is fine.
+
+        Cleanup: an API error is ignored, but an unreachable API server is a ClusterError
+        (the namespace stays behind and the message says where).
+        """
+        try:
+            with api_call(f"delete namespace {name}", self.api), contextlib.suppress(ApiException):
+                self.core.delete_namespace(
+                    name, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+                )
+        finally:
+            if name in self.created:
+                self.created.remove(name)
 
     @contextlib.contextmanager
     def scoped(self, prefix: str = "drain") -> Iterator[str]:
