@@ -11,6 +11,7 @@ subresources, the way those components do, and says so.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -21,7 +22,7 @@ from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, Namespaces
-from pytest_knative_drain.platforms.knative_pod import KnativePod, pod_changes
+from pytest_knative_drain.platforms.knative_pod import KnativePod, LogFollower, pod_changes
 
 # The API server, its client and Knative 1.14.2's CRDs: the same session fixtures.
 kube, api, serving_src, caching_src, knative_core = (
@@ -168,6 +169,12 @@ def test_pod_target_timeline_delete_grace_and_wait_gone(knative_core, api) -> No
     mono = [e.mono for e in target.events]
     assert mono == sorted(mono)
     assert "events" in target.logs and "(no log" in target.logs["user-container"]
+    # Followers were started when the pod was picked and all ended with the case; with no
+    # kubelet the API server cannot serve logs, and the record says so instead of failing.
+    assert set(target.followers) == {"queue-proxy", "user-container"}
+    assert not any(f.alive for f in target.followers.values())
+    for container in ("queue-proxy", "user-container"):
+        assert "(no log: follower: log API answered" in target.logs[container], target.logs
 
 
 def test_unbound_pod_is_removed_at_once_whatever_the_grace(api) -> None:
@@ -194,3 +201,45 @@ def test_pod_changes_reports_only_what_changed() -> None:
     )
     names = [n for n, _ in pod_changes(old, new, "MODIFIED")]
     assert names == ["phase Failed", "deletionTimestamp set"]
+
+
+# -- log followers ------------------------------------------------------------------------
+# A kube-apiserver with no kubelet cannot serve a container log (it proxies log reads to
+# the node's kubelet), so a stream that delivers lines is not exercised here: these tests
+# check what can be checked, that a follower ends by itself, never raises into the case,
+# says why it has no log, and that the pod target ends every follower it started.
+def _client(url: str) -> k8s.ApiClient:
+    config = k8s.Configuration()
+    config.host = url
+    config.verify_ssl = False
+    return k8s.ApiClient(config)
+
+
+def test_log_follower_of_an_unreachable_server_ends_and_says_why() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once we leave: nothing listens there
+    api = _client(f"https://127.0.0.1:{port}")
+    follower = LogFollower(k8s.CoreV1Api(api), "ns", "pod-a", "queue-proxy").start()
+    follower._thread.join(10)
+    assert not follower.alive
+    assert follower.text == ""
+    assert "refused" in follower.note.lower(), follower.note
+    follower.stop()  # idempotent after the end
+    api.close()
+
+
+def test_log_follower_stop_is_bounded_while_the_server_never_answers() -> None:
+    with socket.socket() as silent:  # listens, never accepts: the TLS handshake hangs
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        api = _client(f"https://127.0.0.1:{silent.getsockname()[1]}")
+        follower = LogFollower(
+            k8s.CoreV1Api(api), "ns", "pod-a", "user-container", connect_timeout_s=0.5
+        ).start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        follower.stop(timeout_s=10)
+        assert not follower.alive and time.monotonic() - started < 10
+        assert follower.note == "stopped when the case ended"
+        api.close()

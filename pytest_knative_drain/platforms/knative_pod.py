@@ -26,12 +26,18 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..scenarios import Trigger
 from . import cluster_triggers
 from .cluster import (
+    API_ERRORS,
+    REQUEST_TIMEOUT,
     SERVING_NAMESPACE,
     Applier,
     ClusterError,
     KsvcSpec,
     Namespaces,
     Progress,
+    api_call,
+    cluster_error,
+    error_line,
+    host_of,
     render_ksvc,
     wait_until,
 )
@@ -41,6 +47,14 @@ SERVICE_LABEL = "serving.knative.dev/service"
 CONTAINERS = ("queue-proxy", "user-container")
 READY_TIMEOUT_S = 300.0
 SIGKILL_EXIT = 137  # 128 + 9: what kubelet reports for a container killed at grace end
+#: A log follower ends on its own at the latest this long after it started (a backstop:
+#: the case stops it when it ends; the seed profile's longest case is well under this).
+LOG_FOLLOW_LIMIT_S = 2 * 3600.0
+LOG_CONNECT_TIMEOUT_S = 10.0
+LOG_LIMIT_BYTES = 1 << 20  # the newest bytes kept per container
+STREAM_ENDED = "the container's log stream ended"  # kubelet ends it when the container exits
+STOPPED = "stopped when the case ended"
+NORMAL_ENDS = ("following", STREAM_ENDED, STOPPED)
 
 
 def _quiet(_: str) -> None:
@@ -122,6 +136,7 @@ class PodWatch:
         *,
         request_timeout_s: int = 5,
     ) -> None:
+        self.api = api
         self.core = k8s.CoreV1Api(api)
         self.namespace = namespace
         self.selector = selector
@@ -138,13 +153,20 @@ class PodWatch:
         self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
 
     def start(self) -> PodWatch:
-        """List (so nothing before the watch is missed), then watch from that version."""
-        self._version = self._list()
+        """List (so nothing before the watch is missed), then watch from that version.
+
+        An API server that cannot be reached or refuses the list is a ClusterError here;
+        once running, the watch records errors in ``errors`` and keeps trying.
+        """
+        with api_call(f"list pods {self.selector} in {self.namespace}", self.api):
+            self._version = self._list()
         self._thread.start()
         return self
 
     def _list(self) -> str:
-        listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
+        listed = self.core.list_namespaced_pod(
+            self.namespace, label_selector=self.selector, _request_timeout=REQUEST_TIMEOUT
+        )
         for pod in listed.items:
             self._observe("ADDED", pod)
         return listed.metadata.resource_version or ""
@@ -190,10 +212,10 @@ class PodWatch:
                 if exc.status == 410:  # our resourceVersion is too old: list again
                     version = ""
                     continue
-                self.errors.append(f"watch: {exc.status} {exc.reason}")
+                self.errors.append(str(cluster_error("watch", exc, host_of(self.api))))
                 self._stop.wait(1)
             except (Urllib3Error, OSError) as exc:
-                self.errors.append(f"watch: {exc}")
+                self.errors.append(str(cluster_error("watch", exc, host_of(self.api))))
                 self._stop.wait(1)
 
     def _observe(self, kind: str, pod: k8s.V1Pod) -> None:
@@ -225,6 +247,150 @@ class PodWatch:
         return True
 
 
+# -- container logs while the pod exists -------------------------------------------------
+class LogFollower:
+    """Streams one container's log (``follow=True``) on a thread from the moment it starts.
+
+    Why: a failed case is judged after the pod is gone, and the API server then answers
+    404 to a log read; a follower started when the pod is picked holds everything the
+    container wrote up to its exit (kubelet ends a follow stream when the container
+    exits). It is bounded: a connect timeout, the API server's answer within
+    REQUEST_TIMEOUT's read timeout, then a stream that may stay quiet until ``limit_s``
+    after start (a container can log nothing for minutes), the newest ``limit_bytes``
+    kept. ``stop()`` shuts an open stream down and joins the thread (a thread still
+    waiting for the API server's answer ends by that timeout). It never raises into the
+    case: any failure ends the thread and is kept in ``note`` (why there is no or only
+    part of a log).
+    """
+
+    def __init__(
+        self,
+        core: k8s.CoreV1Api,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        limit_s: float = LOG_FOLLOW_LIMIT_S,
+        limit_bytes: int = LOG_LIMIT_BYTES,
+        connect_timeout_s: float = LOG_CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.pod = pod
+        self.container = container
+        self.limit_s = limit_s
+        self.limit_bytes = limit_bytes
+        self.connect_timeout_s = connect_timeout_s
+        self.note = "not started"
+        self.truncated = False
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"log-{pod}-{container}", daemon=True
+        )
+
+    def start(self) -> LogFollower:
+        self.note = "following"
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def text(self) -> str:
+        """What the container wrote so far (its newest ``limit_bytes``)."""
+        with self._lock:
+            data = bytes(self._data)
+        return data.decode("utf-8", errors="replace")
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        try:
+            response = self.core.read_namespaced_pod_log(
+                self.pod,
+                self.namespace,
+                container=self.container,
+                follow=True,
+                previous=False,
+                _preload_content=False,
+                _request_timeout=(self.connect_timeout_s, REQUEST_TIMEOUT[1]),
+            )
+            with self._lock:
+                self._response = response
+                stopped = self._stop.is_set()
+            _quiet_for(response, max(1.0, deadline - time.monotonic()))
+            if not stopped:
+                # read1: whatever arrived, not a full 4096 (a log line must not wait)
+                read1 = getattr(response, "read1", None)
+                chunks = iter(lambda: read1(4096), b"") if read1 else response.stream(4096)
+                for chunk in chunks:
+                    self._keep(chunk)
+                    if self._stop.is_set() or time.monotonic() > deadline:
+                        break
+            self.note = self._why_ended(deadline, STREAM_ENDED)
+        except ApiException as exc:
+            self.note = f"log API answered {error_line(exc)}"
+        except Exception as exc:  # noqa: BLE001 - a follower must never fail the case
+            self.note = self._why_ended(deadline, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._close()
+
+    def _why_ended(self, deadline: float, otherwise: str) -> str:
+        """Why the stream ended: stopped, out of time, or ``otherwise``."""
+        if self._stop.is_set():
+            return STOPPED
+        if time.monotonic() > deadline:
+            return f"stopped after {self.limit_s:.0f} s (limit)"
+        return otherwise
+
+    def _keep(self, chunk: bytes) -> None:
+        with self._lock:
+            self._data += chunk
+            extra = len(self._data) - self.limit_bytes
+            if extra > 0:
+                del self._data[:extra]
+                self.truncated = True
+
+    def _close(self) -> None:
+        with self._lock:
+            response, self._response = self._response, None
+        if response is None:
+            return
+        with contextlib.suppress(Exception):
+            response.close()
+            response.release_conn()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the stream now (unblocks a read in progress) and join the thread."""
+        self._stop.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                shutdown = getattr(response, "shutdown", None)  # urllib3 >= 2.3
+                (shutdown or response.close)()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+
+def _quiet_for(response: Any, seconds: float) -> None:
+    """Let an open log stream stay quiet up to ``seconds`` (the request's read timeout only
+    bounded the wait for the answer). urllib3 keeps the socket on ``_connection``; when a
+    version does not, the stream ends after REQUEST_TIMEOUT of silence and the follower
+    says so in its note."""
+    sock = getattr(getattr(response, "_connection", None), "sock", None)
+    if sock is None:  # http.client's reader on the same socket
+        raw = getattr(getattr(getattr(response, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(raw, "_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(seconds)
+
+
 # -- the pod target ------------------------------------------------------------------------
 class KnativePod:
     """One Knative Service (and its revision pod) per test on a cluster; removed on exit."""
@@ -254,6 +420,8 @@ class KnativePod:
         self.host: str | None = None
         self.termination: Termination | None = None
         self.logs: dict[str, str] = {}
+        self.followers: dict[str, LogFollower] = {}  # log key -> follower (see follow_logs)
+        self._ready_pods: list[str] = []
         self._own_events: list[PodEvent] = []
         self._watch: PodWatch | None = None
         self._activator_watch: PodWatch | None = None
@@ -317,9 +485,32 @@ class KnativePod:
             f"Knative Service {self.namespace}/{self.spec.name} Ready",
             timeout_s=self.ready_timeout_s,
             progress=self.progress,
+            host=host_of(self.api),
         )
         self.name = self._find_pod()
         self.event("ready", f"pod {self.name}, host {self.host}")
+        self.follow_logs()
+
+    def follow_logs(self) -> None:
+        """Follow every container of the Service's Ready pods from now on, while they exist.
+
+        The pod under test's logs are keyed by container name, its peers' (the pods a
+        scale-down or rollout may end instead) by ``"<container> <pod>"``. Pods created
+        later (a burst) are not followed; ``collect_logs`` reads them while they exist.
+        """
+        assert self.namespace is not None and self.name is not None
+        for pod in [self.name, *(p for p in self._ready_pods if p != self.name)]:
+            for container in CONTAINERS:
+                key = container if pod == self.name else f"{container} {pod}"
+                if key not in self.followers:
+                    self.followers[key] = LogFollower(
+                        self.core, self.namespace, pod, container
+                    ).start()
+
+    def stop_following(self) -> None:
+        """End every log follower (threads joined, streams closed)."""
+        for follower in self.followers.values():
+            follower.stop()
 
     def _find_pod(self, timeout_s: float = 120.0) -> str:
         """The first of the revision's Ready pods, once min-scale of them are Ready."""
@@ -329,7 +520,9 @@ class KnativePod:
 
         def check() -> str | None:
             pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"{SERVICE_LABEL}={self.spec.name}"
+                self.namespace,
+                label_selector=f"{SERVICE_LABEL}={self.spec.name}",
+                _request_timeout=REQUEST_TIMEOUT,
             ).items
             ready = [p for p in pods if _ready(p) and p.metadata.deletion_timestamp is None]
             if len(ready) < want:
@@ -337,11 +530,16 @@ class KnativePod:
                     f"{len(ready)}/{want} Ready pods with {SERVICE_LABEL}={self.spec.name} "
                     f"({len(pods)} pods)"
                 )
-            found.append(sorted(p.metadata.name for p in ready)[0])
+            self._ready_pods = sorted(p.metadata.name for p in ready)
+            found.append(self._ready_pods[0])
             return None
 
         wait_until(
-            check, f"revision pod of {self.spec.name}", timeout_s=timeout_s, progress=self.progress
+            check,
+            f"revision pod of {self.spec.name}",
+            timeout_s=timeout_s,
+            progress=self.progress,
+            host=host_of(self.api),
         )
         return found[-1]
 
@@ -378,11 +576,14 @@ class KnativePod:
         if grace_s is not None:
             kwargs["grace_period_seconds"] = int(grace_s)
         try:
-            self.core.delete_namespaced_pod(self.name, self.namespace, **kwargs)
-        except ApiException as exc:
-            if exc.status != 404:
+            self.core.delete_namespaced_pod(
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT, **kwargs
+            )
+        except API_ERRORS as exc:
+            if not (isinstance(exc, ApiException) and exc.status == 404):
                 raise ClusterError(
-                    f"delete pod {self.namespace}/{self.name}: {exc.status} {exc.reason}"
+                    f"delete pod {self.namespace}/{self.name} on {host_of(self.api)}: "
+                    f"{error_line(exc)}"
                 ) from None
         return self.termination
 
@@ -415,7 +616,9 @@ class KnativePod:
                 raise ClusterError(f"node-drain: pod {self.namespace}/{self.name} has no node")
             t0 = self.event("node-drain", f"cordon and evict node {node}")
             self._cordoned = node
-            evicted = cluster_triggers.drain_node(self.api, node, progress=self.progress)
+            evicted = cluster_triggers.drain_node(
+                self.api, node, self.namespace, progress=self.progress
+            )
             self.event("evicted", ", ".join(evicted) or "nothing")
             self._awaited = [
                 (self._watch, ref.split("/", 1)[1])
@@ -478,6 +681,7 @@ class KnativePod:
                 f"a pod of {self.namespace}/{self.spec.name} to terminate after the trigger",
                 timeout_s=max(1.0, end - time.monotonic()),
                 progress=self.progress,
+                host=host_of(self.api),
             )
             awaited = [(self._watch, name) for name in self._deleted_since(t0)]
         for watch, name in awaited:
@@ -505,37 +709,64 @@ class KnativePod:
         return self.termination
 
     def _absent(self, name: str | None = None, namespace: str | None = None) -> bool:
+        """True when the API server says the pod is gone (404); False when it exists or the
+        server cannot say (the caller then reports the pod as still there)."""
         try:
-            self.core.read_namespaced_pod(name or self.name, namespace or self.namespace)
+            self.core.read_namespaced_pod(
+                name or self.name, namespace or self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             return exc.status == 404
+        except (Urllib3Error, OSError):
+            return False
         return False
 
     # -- evidence and cleanup ------------------------------------------------------------
     def collect_logs(self, tail: int = 400) -> dict[str, str]:
         """queue-proxy and user-container logs of the pod, the namespace's events, and the
-        activators' logs after an activator trigger (the deleted one's are gone with it)."""
+        activators' logs after an activator trigger (the deleted one's are gone with it).
+
+        Container logs come from the followers started when the pod was picked (they hold
+        what was written up to the container's exit, the pod may be gone by now); a
+        container whose follower caught nothing is read directly while its pod exists.
+        """
         if self.namespace is None:
             return self.logs
-        if self.name is not None:
-            for container in CONTAINERS:
-                try:
-                    self.logs[container] = self.core.read_namespaced_pod_log(
-                        self.name, self.namespace, container=container, tail_lines=tail
-                    )
-                except (ApiException, Urllib3Error, OSError) as exc:
-                    reason = getattr(exc, "reason", None) or exc
-                    self.logs.setdefault(container, f"(no log: {reason})")
+        for key, follower in self.followers.items():
+            text = follower.text
+            if text:
+                if follower.truncated:
+                    text = f"(older output dropped: newest {follower.limit_bytes} bytes)\n{text}"
+                if follower.note not in NORMAL_ENDS:  # cut short: say why the log stops here
+                    text += f"\n(log follower: {follower.note})"
+                self.logs[key] = text
+                continue
+            try:
+                self.logs[key] = self.core.read_namespaced_pod_log(
+                    follower.pod,
+                    self.namespace,
+                    container=follower.container,
+                    tail_lines=tail,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except API_ERRORS as exc:
+                self.logs[key] = f"(no log: follower: {follower.note}; read: {error_line(exc)})"
         if self._activator_watch is not None:  # an activator trigger ran: its peers' view
             try:
                 for name in cluster_triggers.ready_activators(self.api):
                     self.logs[f"activator {name}"] = self.core.read_namespaced_pod_log(
-                        name, SERVING_NAMESPACE, container="activator", tail_lines=tail
+                        name,
+                        SERVING_NAMESPACE,
+                        container="activator",
+                        tail_lines=tail,
+                        _request_timeout=REQUEST_TIMEOUT,
                     )
             except (ApiException, Urllib3Error, OSError) as exc:
                 self.logs["activator"] = f"(no log: {getattr(exc, 'reason', None) or exc})"
         try:
-            items = self.core.list_namespaced_event(self.namespace).items
+            items = self.core.list_namespaced_event(
+                self.namespace, _request_timeout=REQUEST_TIMEOUT
+            ).items
             lines = [
                 f"{e.last_timestamp or e.event_time or ''} {e.type} {e.reason} "
                 f"{e.involved_object.kind}/{e.involved_object.name}: {e.message}"
@@ -547,10 +778,11 @@ class KnativePod:
         return self.logs
 
     def remove(self) -> None:
-        """Stop the watch, collect logs, delete the namespace (unless kept)."""
+        """Stop the watches and log followers, collect logs, delete the namespace (unless kept)."""
         for watch in (self._watch, self._activator_watch):
             if watch is not None:
                 watch.stop()
+        self.stop_following()
         if self._cordoned is not None:
             with contextlib.suppress(ApiException, Urllib3Error, OSError):
                 cluster_triggers.set_unschedulable(self.api, self._cordoned, False)
