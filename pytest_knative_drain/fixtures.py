@@ -81,7 +81,7 @@ def drain_platform(
                 options.kubeconfig,
                 options.context,
                 run_id=run_id,
-                release=options.release,
+                requested_version=options.knative_version_requested,
                 allow_cluster_config=options.allow_cluster_config,
                 keep=options.keep,
                 ingress_port=options.ingress_port,

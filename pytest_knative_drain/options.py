@@ -99,6 +99,9 @@ class DrainOptions:
     knative_manifests_dir: Path | None = None
     ingress_port: int = 31080
     app_registry: str | None = None
+    #: --knative-version (or the ini key) as given; None when the default applies. An
+    #: existing cluster runs what it runs: this only says whether the user asked otherwise.
+    knative_version_requested: str | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -112,7 +115,9 @@ def add_options(parser: pytest.Parser) -> None:
             else:
                 group.addoption(flag, dest=dest, default=None, help=f"{help_text}{shown}")
         ini_type = "bool" if isinstance(default, bool) else "string"
-        parser.addini(dest, help_text, type=ini_type, default=default)
+        # No ini default for the version: resolve_options must see whether the user asked.
+        ini_default = None if dest == "knative_version" else default
+        parser.addini(dest, help_text, type=ini_type, default=ini_default)
 
 
 def _raw(config: pytest.Config, dest: str) -> Any:
@@ -124,7 +129,8 @@ def _raw(config: pytest.Config, dest: str) -> Any:
 
 def resolve_options(config: pytest.Config) -> DrainOptions:
     """CLI value, else ini value, else default; bad values raise ``pytest.UsageError``."""
-    version = str(_raw(config, "knative_version") or DEFAULT_KNATIVE_VERSION)
+    requested = _raw(config, "knative_version")
+    version = str(requested or DEFAULT_KNATIVE_VERSION)
     try:
         release = catalog.resolve(version)
     except catalog.CatalogError as exc:
@@ -151,6 +157,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         knative_manifests_dir=_manifests_dir(config),
         ingress_port=_port(config),
         app_registry=_registry(config, platform),
+        knative_version_requested=str(requested) if requested else None,
     )
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, catalog
 
 if TYPE_CHECKING:
     from .options import DrainOptions
@@ -67,7 +67,8 @@ class DrainReport:
         release = self.options.release
         return {
             "platform": self.options.platform,
-            "knative_version": release.version,
+            # what the platform runs (an existing cluster: its own), else what was asked for
+            "knative_version": env.get("knative_version") or release.version,
             "kubernetes_version": env.get("kubernetes_version"),  # None on --platform=local
             "kind_version": env.get("kind_version"),
             "kind_node_image": env.get("kind_node_image")
@@ -77,14 +78,13 @@ class DrainReport:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        release = self.options.release
         facts = self.facts()
         return {
             "tool": {"name": "pytest-knative-drain", "version": __version__},
             "started": self.started.isoformat(),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
             "platform": self.options.platform,
-            "knative": release.to_dict(),
+            "knative": self.knative(facts["knative_version"]),
             "kubernetes": {
                 "version": facts["kubernetes_version"],
                 "kind_version": facts["kind_version"],
@@ -100,6 +100,26 @@ class DrainReport:
             "totals": self.totals(),
             "scenarios": [scenario_dict(r) for r in self.results],
         }
+
+    def knative(self, version: str) -> dict[str, Any]:
+        """The Knative release the run measured, as the catalog knows it.
+
+        ``--platform=existing`` measures the cluster's own version, which may not be the
+        requested (or default) one: the record names the measured one, with the request
+        beside it when the user asked for another.
+        """
+        release = self.options.release
+        if version == release.version:
+            return release.to_dict()
+        try:
+            measured: dict[str, Any] = catalog.resolve(version).to_dict()
+        except catalog.CatalogError:
+            measured = {"version": version, "in_catalog": False}
+        measured["source"] = self.environment.get("knative_version_source")
+        requested = self.environment.get("requested_knative_version")
+        if requested:
+            measured["requested_version"] = requested
+        return measured
 
     @property
     def verdict(self) -> str:
@@ -157,6 +177,11 @@ class DrainReport:
             "| item | value |",
             "|---|---|",
             f"| Knative Serving | {k['version']} ({k.get('tag', '-')}) |",
+            *(
+                [f"| requested Knative version | {k['requested_version']} |"]
+                if k.get("requested_version")
+                else []
+            ),
             f"| Kubernetes | {kube['version'] or 'none (no cluster)'} |",
             f"| platform | {data['platform']} |",
             f"| ingress | {data['ingress']} |",

@@ -10,11 +10,14 @@ from collections.abc import Iterator
 import kube_apiserver
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 
 from pytest_knative_drain import catalog
+from pytest_knative_drain.options import DrainOptions
 from pytest_knative_drain.platforms import cluster
 from pytest_knative_drain.platforms.cluster import ClusterError
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
+from pytest_knative_drain.report import DrainReport
 from pytest_knative_drain.scenarios import SCENARIOS, KnativeConfig
 
 # A config that changes a ConfigMap of its own, so other tests' ConfigMaps stay untouched.
@@ -76,15 +79,16 @@ def test_detects_versions_and_refuses_cluster_config(kube, knative_ns) -> None:
         kube.kubeconfig,
         kube.context,
         run_id="run-existing",
-        release=catalog.resolve("1.16"),
+        requested_version="1.16",
         progress=notes.append,
     )
     facts = platform.describe()
     assert facts["platform"] == "existing"
     assert facts["kubernetes_version"] == kube_apiserver.VERSION
     assert facts["knative_version"] == "1.14.2"
+    assert facts["requested_knative_version"] == "1.16"
     assert "app.kubernetes.io/version" in facts["knative_version_source"]
-    assert any("not the requested 1.16" in n for n in notes)
+    assert any("not the requested --knative-version=1.16" in n for n in notes)
     with pytest.raises(ClusterConfigRefused, match="--allow-cluster-config") as err:
         platform.configure(CONFIG_900, SCENARIOS["pod-delete-long"])
     assert "knative-serving/config-defaults-existing" in str(err.value)
@@ -146,3 +150,109 @@ def test_pod_needs_a_pullable_image_and_targets_the_ingress(kube, knative_ns) ->
     assert target.namespace is None  # nothing is created before the test enters it
     assert "127.0.0.1:18080" in platform.describe()["ingress"]
     platform.close()
+
+
+def _report(platform: ExistingPlatform, requested: str | None = None) -> DrainReport:
+    """The run record as the plugin builds it: options as resolved, then describe()."""
+    options = DrainOptions(
+        release=catalog.resolve(requested or "1.14"),  # what options.py resolves
+        platform="existing",
+        profile="quick",
+        kubeconfig=None,
+        context=None,
+        keep=False,
+        app_image=None,
+        drain_report=None,
+        knative_version_requested=requested,
+    )
+    report = DrainReport(options)
+    report.environment.update(platform.describe())
+    return report
+
+
+def test_report_names_the_clusters_version_not_the_default(kube, knative_ns) -> None:
+    knative_ns.patch_namespace(
+        "knative-serving", {"metadata": {"labels": {"app.kubernetes.io/version": "1.16.3"}}}
+    )
+    notes: list[str] = []
+    platform = ExistingPlatform.connect(
+        kube.kubeconfig, kube.context, run_id="run-existing", progress=notes.append
+    )
+    assert platform.describe()["knative_version"] == "1.16.3"
+    assert "requested_knative_version" not in platform.describe()  # nobody asked
+    assert not any("warning" in n for n in notes)
+    data = _report(platform).to_dict()
+    assert data["knative"]["version"] == "1.16.3" and data["knative"]["tag"] == "knative-v1.16.3"
+    assert "requested_version" not in data["knative"]
+    assert _report(platform).facts()["knative_version"] == "1.16.3"
+    assert "| Knative Serving | 1.16.3 (knative-v1.16.3) |" in _report(platform).to_markdown()
+    platform.close()
+
+
+def test_report_names_an_explicit_request_that_differs(kube, knative_ns) -> None:
+    knative_ns.patch_namespace(
+        "knative-serving", {"metadata": {"labels": {"app.kubernetes.io/version": "1.16.3"}}}
+    )
+    asked = _connect(kube, requested_version="1.14")
+    report = _report(asked, requested="1.14")
+    data = report.to_dict()
+    assert data["knative"]["version"] == "1.16.3"
+    assert data["knative"]["requested_version"] == "1.14"
+    assert data["environment"]["requested_knative_version"] == "1.14"
+    assert "| requested Knative version | 1.14 |" in report.to_markdown()
+    # a minor that the cluster's patch belongs to is not a mismatch
+    same = _connect(kube, requested_version="1.16")
+    assert "requested_knative_version" not in same.describe()
+    asked.close()
+    same.close()
+
+
+def test_version_from_the_controller_deployment_label(kube, knative_ns) -> None:
+    """No version on the namespace: the controller Deployment's label names it."""
+    api = cluster.api_client(kube.kubeconfig, kube.context)
+    apps = k8s.AppsV1Api(api)
+    existed = True
+    try:
+        saved = apps.read_namespaced_deployment("controller", "knative-serving").metadata.labels
+    except ApiException as exc:
+        assert exc.status == 404
+        existed, saved = False, None
+        apps.create_namespaced_deployment(
+            "knative-serving",
+            {
+                "metadata": {"name": "controller"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "controller"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "controller"}},
+                        "spec": {"containers": [{"name": "controller", "image": "ko://x"}]},
+                    },
+                },
+            },
+        )
+    try:
+        knative_ns.patch_namespace(
+            "knative-serving", {"metadata": {"labels": {"app.kubernetes.io/version": "devel"}}}
+        )
+        apps.patch_namespaced_deployment(
+            "controller",
+            "knative-serving",
+            {"metadata": {"labels": {"app.kubernetes.io/version": "v1.17.1"}}},
+        )
+        platform = _connect(kube)
+        facts = platform.describe()
+        assert facts["knative_version"] == "1.17.1"
+        assert "deployment knative-serving/controller" in facts["knative_version_source"]
+        assert _report(platform).to_dict()["knative"]["version"] == "1.17.1"
+        platform.close()
+    finally:
+        if existed:
+            old = (saved or {}).get("app.kubernetes.io/version")  # None removes the key
+            apps.patch_namespaced_deployment(
+                "controller",
+                "knative-serving",
+                {"metadata": {"labels": {"app.kubernetes.io/version": old}}},
+            )
+        else:
+            apps.delete_namespaced_deployment("controller", "knative-serving")
+        api.close()

@@ -89,6 +89,22 @@ def test_ini_keys_resolve_and_cli_wins(pytester: pytest.Pytester) -> None:
     assert _opts(result) == {"version": "1.14.0", "profile": "quick", "platform": "local"}
 
 
+def test_knative_version_request_is_known_only_when_given(pytester: pytest.Pytester) -> None:
+    """--platform=existing reports the cluster's version; it must know whether one was asked."""
+    pytester.makepyfile(
+        """
+        def test_options(drain_options):
+            print("REQ=" + repr(drain_options.knative_version_requested)
+                  + " VER=" + drain_options.release.version)
+        """
+    )
+    default = pytester.runpytest("-s").stdout.str()
+    assert f"REQ=None VER={catalog.resolve('1.14').version}" in default
+    assert "REQ='1.16' VER=" in pytester.runpytest("-s", "--knative-version=1.16").stdout.str()
+    pytester.makeini("[pytest]\nknative_version = 1.13\n")
+    assert "REQ='1.13' VER=" in pytester.runpytest("-s").stdout.str()
+
+
 def _opts(result: pytest.RunResult) -> dict:
     found = re.search(r"OPTS=(\{.*?\})", result.stdout.str())
     assert found, result.stdout.str()

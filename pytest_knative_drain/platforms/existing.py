@@ -16,7 +16,6 @@ from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     ClusterError,
@@ -75,7 +74,7 @@ class ExistingPlatform(ServingPlatform):
         context: str | None,
         *,
         run_id: str,
-        release: Release | None = None,
+        requested_version: str | None = None,
         allow_cluster_config: bool = False,
         keep: bool = False,
         progress: Progress = _print,
@@ -83,7 +82,13 @@ class ExistingPlatform(ServingPlatform):
         ingress_port: int = DEFAULT_INGRESS_PORT,
         app_images: dict[str, str] | None = None,
     ) -> ExistingPlatform:
-        """Connect (bounded), detect versions, and fail fast with a clear message if unusable."""
+        """Connect (bounded), detect versions, and fail fast with a clear message if unusable.
+
+        The cluster's own Knative Serving version is what the run measures, so it is the
+        ``knative_version`` the report names. ``requested_version`` is ``--knative-version``
+        as the user typed it (None when not given: the default asks for nothing); when it
+        does not match the cluster, the facts keep it as ``requested_knative_version``.
+        """
         api = api_client(kubeconfig, context)
         host = api.configuration.host
         where = f"{host} (--kubeconfig={kubeconfig or 'default'}, --context={context or 'current'})"
@@ -122,13 +127,13 @@ class ExistingPlatform(ServingPlatform):
             "server": host,
             "context": context,
         }
-        if release is not None:
-            facts["requested_knative_version"] = release.version
-            if knative.rsplit(".", 1)[0] != release.minor:
-                progress(
-                    f"warning: the cluster runs Knative Serving {knative}, not the requested "
-                    f"{release.version}; the report records both"
-                )
+        if requested_version is not None and not same_version(knative, requested_version):
+            facts["requested_knative_version"] = requested_version
+            progress(
+                f"warning: the cluster runs Knative Serving {knative}, not the requested "
+                f"--knative-version={requested_version}; the report names {knative} and "
+                "records the request"
+            )
         progress(f"existing cluster {host}: Kubernetes {kube}, Knative Serving {knative}")
         return cls(
             api,
@@ -179,3 +184,9 @@ class ExistingPlatform(ServingPlatform):
 def kubernetes_version_timeout(api: k8s.ApiClient, timeout_s: float) -> str:
     """``/version`` with a request timeout, so an unreachable server fails fast."""
     return k8s.VersionApi(api).get_code(_request_timeout=timeout_s).git_version
+
+
+def same_version(detected: str, requested: str) -> bool:
+    """True when ``detected`` is ``requested`` or one of its patches (``1.14`` vs ``1.14.1``)."""
+    want = requested.strip().lower().removeprefix("knative-").removeprefix("v")
+    return detected == want or detected.startswith(want + ".")
