@@ -88,6 +88,7 @@ def drain_platform(
                 app_images=_registry_images(options),
                 progress=lambda msg: _say(pytestconfig, msg),
             )
+            platform.check_ingress()
         elif options.platform == "kind":
             from .platforms.kind import KindPlatform
 

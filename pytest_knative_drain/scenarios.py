@@ -89,8 +89,9 @@ TRIGGERS: dict[str, Trigger] = {
         Trigger(
             "rollout",
             "rollout",
-            "change the Service's template: a new revision takes the traffic and the "
-            "old revision's pod is scaled away",
+            "change the Service's template: a new revision takes the traffic; the old "
+            "revision, now unreachable, loses its min-scale and is scaled from 2 pods to "
+            "what its in-flight requests need (1), ending a pod that holds requests",
         ),
         Trigger(
             "activator-delete",
@@ -106,8 +107,9 @@ TRIGGERS: dict[str, Trigger] = {
         Trigger(
             "node-drain",
             "node_drain",
-            "cordon the revision pod's node and evict its pods through the Eviction API "
-            "(what kubectl drain does)",
+            "cordon the revision pod's node and evict the test namespace's pods on it "
+            "through the Eviction API (kubectl drain's way, scoped to the test: Knative's "
+            "and Kourier's own pods keep their PodDisruptionBudgets)",
         ),
     )
 }
@@ -262,9 +264,19 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "rollout-long",
-            "a new revision rolls out while the old pod holds long requests",
+            "a new revision rolls out while the old revision's two pods hold long requests; "
+            "the old revision is scaled down to one pod with requests still in flight",
             _LONG,
             trigger="rollout",
+            scale=2,
+            # An unreachable revision's min-scale no longer applies (knative/serving
+            # pkg/apis/autoscaling/v1alpha1 PodAutoscaler.ScaleBounds); with a soft target
+            # above any batch the in-flight requests need one pod: 2 -> 1 at once. Without
+            # this the autoscaler keeps the old pod until its requests end: nothing to test.
+            annotations={
+                "autoscaling.knative.dev/target": "1000",
+                "autoscaling.knative.dev/target-utilization-percentage": "100",
+            },
         ),
         Scenario(
             "node-drain-long",

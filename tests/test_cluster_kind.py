@@ -81,7 +81,8 @@ def _manifests_dir(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _own_state_dir(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # kubeconfig, kind config
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # kind config
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))  # never the user's
 
 
 def _docker_or_skip() -> None:
@@ -158,7 +159,7 @@ def test_existing_kind_cluster_is_reused_only_when_kept(tmp_path, monkeypatch) -
     with pytest.raises(ClusterError, match=rf"127.0.0.1:{port}\) does not answer"):
         KindPlatform.create(
             release, run_id="r", app_image="dev.local/app:1", kind_path=kind, keep=True,
-            manifests_dir=_manifests_dir(tmp_path),
+            manifests_dir=_manifests_dir(tmp_path), kubeconfig=tmp_path / "kubeconfig",
         )  # fmt: skip
     calls = log.read_text().splitlines()
     assert any(c.startswith("export kubeconfig --name knative-drain --kubeconfig") for c in calls)

@@ -109,17 +109,23 @@ def test_drain_node_cordons_and_evicts_like_kubectl_drain(api, ns) -> None:
     daemon_owner = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds",
                     "uid": str(uuid.uuid4()), "controller": True}  # fmt: skip
     _pod(api, ns, "daemon", node=node, ownerReferences=[daemon_owner])
+    tenant = f"tenant-{uuid.uuid4().hex[:5]}"  # another namespace's pod on the same node
+    core = k8s.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": tenant}})
+    core.create_namespaced_service_account(tenant, {"metadata": {"name": "default"}})
+    _pod(api, tenant, "neighbour", node=node)
 
-    evicted = ct.drain_node(api, node)
+    evicted = ct.drain_node(api, node, ns)
 
     assert evicted == [f"{ns}/app"]
-    core = k8s.CoreV1Api(api)
+    assert not _terminating(api, tenant, "neighbour")  # only the namespace under test
     assert core.read_node(node).spec.unschedulable is True
     assert _terminating(api, ns, "app")  # bound: the API server waits for a kubelet
     for name in ("elsewhere", "static", "daemon"):
         assert not _terminating(api, ns, name), name
     ct.set_unschedulable(api, node, False)
     assert not core.read_node(node).spec.unschedulable
+    core.delete_namespace(tenant)
 
 
 def test_drain_node_waits_for_a_disruption_budget_then_evicts(api, ns) -> None:
@@ -134,7 +140,7 @@ def test_drain_node_waits_for_a_disruption_budget_then_evicts(api, ns) -> None:
     # Nobody computed the budget: every eviction is refused (429) until the retry ends.
     started = time.monotonic()
     with pytest.raises(ClusterError, match=r"eviction of .*/guarded still refused after 3 s"):
-        ct.drain_node(api, node, retry_s=3)
+        ct.drain_node(api, node, ns, retry_s=3)
     assert time.monotonic() - started < 15
     assert not _terminating(api, ns, "guarded")
 
@@ -152,16 +158,29 @@ def test_drain_node_waits_for_a_disruption_budget_then_evicts(api, ns) -> None:
 
     helper = threading.Thread(target=disruption_controller)
     helper.start()
-    assert ct.drain_node(api, node, retry_s=30, progress=notes.append) == [f"{ns}/guarded"]
+    assert ct.drain_node(api, node, ns, retry_s=30, progress=notes.append) == [f"{ns}/guarded"]
     helper.join()
     assert _terminating(api, ns, "guarded")
     assert any("refused by a PodDisruptionBudget" in n for n in notes)
 
 
-def test_scale_revision_patches_the_pod_autoscaler(api, knative_core, ns) -> None:
+def _revision(api, ns: str, name: str, service: str) -> None:
+    """A Revision as the configuration reconciler makes it (metadata and a container)."""
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        "serving.knative.dev", "v1", ns, "revisions",
+        {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+         "metadata": {"name": name, "labels": {ct.SERVICE_LABEL: service}},
+         "spec": {"containers": [{"image": "dev.local/app:1"}]}},
+    )  # fmt: skip
+
+
+def test_scale_revision_patches_the_revision_and_its_pod_autoscaler(api, knative_core, ns) -> None:
+    """Both: from 1.21 the revision reconciler copies the Revision's autoscaling annotations
+    onto the PA (serving #16186); before, only the PA's are read."""
     with pytest.raises(ClusterError, match="no PodAutoscaler labelled"):
         ct.scale_revision(api, ns, "svc", 1)
     custom = k8s.CustomObjectsApi(api)
+    _revision(api, ns, "svc-00001", "svc")
     pa = {
         "apiVersion": f"{ct.PA_GROUP}/{ct.PA_VERSION}",
         "kind": "PodAutoscaler",
@@ -178,6 +197,11 @@ def test_scale_revision_patches_the_pod_autoscaler(api, knative_core, ns) -> Non
     )
     assert got["metadata"]["annotations"][ct.MIN_SCALE] == "1"
     assert got["metadata"]["annotations"][ct.MAX_SCALE] == "1"
+    revision = custom.get_namespaced_custom_object(
+        "serving.knative.dev", "v1", ns, "revisions", "svc-00001"
+    )
+    assert revision["metadata"]["annotations"][ct.MIN_SCALE] == "1"
+    assert revision["metadata"]["annotations"][ct.MAX_SCALE] == "1"
 
 
 def test_roll_out_changes_the_service_template(api, knative_core, ns) -> None:
@@ -389,6 +413,7 @@ def test_scale_down_waits_for_the_pod_knative_removes(api, knative_core) -> None
                                           "name": "two-00001-deployment"},
                        "protocolType": "http1"}}  # fmt: skip
         custom.create_namespaced_custom_object(ct.PA_GROUP, ct.PA_VERSION, ns, ct.PA_PLURAL, pa)
+        _revision(api, ns, "two-00001", "two")
         term = target.trigger(TRIGGERS["scale-down"])
         got = custom.get_namespaced_custom_object(
             ct.PA_GROUP, ct.PA_VERSION, ns, ct.PA_PLURAL, "two-00001"

@@ -1,11 +1,17 @@
 """The cluster triggers: the API calls that end a pod's life in each trigger family.
 
 Each is what an operator or a controller does, through the official client:
-scale-down patches the revision's PodAutoscaler (its ``min-scale``/``max-scale``
-annotations are what the autoscaler reads; the Revision spec is immutable and the
-revision reconciler only rewrites the PA's spec), rollout changes the Service
-template, activator triggers delete an activator pod, node drain cordons the node
-and evicts its pods (kubectl drain's rules: DaemonSet and mirror pods stay).
+scale-down sets ``min-scale``/``max-scale`` on the Revision's annotations and on its
+PodAutoscaler (the autoscaler reads the PA's; from 1.21 the revision reconciler copies
+the Revision's ``autoscaling.knative.dev/*`` annotations onto the PA, serving #16186,
+so a PA-only patch is undone there; before 1.21 it rewrites only the PA's spec, so the
+Revision patch alone would not reach the autoscaler: both are patched), rollout changes
+the Service template, activator triggers delete an activator pod, node drain cordons
+the node and evicts the pods of the namespace under test on it (kubectl drain's rules
+for which pods: DaemonSet and mirror pods stay). The drain is scoped to the test's
+namespace on purpose: Knative's own activator, webhook and Kourier gateway have
+PodDisruptionBudgets (minAvailable 80 %) that refuse eviction of their only replica, and
+evicting the gateway or activator would cut requests for reasons that are not the app's.
 Which pods then terminate is decided by Knative and Kubernetes; the pod watch sees it.
 """
 
@@ -36,7 +42,7 @@ def _ready(pod: k8s.V1Pod) -> bool:
 
 
 def scale_revision(api: k8s.ApiClient, namespace: str, service: str, scale: int) -> list[str]:
-    """Set min-scale = max-scale = ``scale`` on the PodAutoscalers of ``service``'s revisions."""
+    """Set min-scale = max-scale = ``scale`` on ``service``'s Revisions and PodAutoscalers."""
     custom = k8s.CustomObjectsApi(api)
     listed = custom.list_namespaced_custom_object(
         PA_GROUP, PA_VERSION, namespace, PA_PLURAL, label_selector=f"{SERVICE_LABEL}={service}"
@@ -48,7 +54,13 @@ def scale_revision(api: k8s.ApiClient, namespace: str, service: str, scale: int)
             "(has Knative created the revision?)"
         )
     body = {"metadata": {"annotations": {MIN_SCALE: str(scale), MAX_SCALE: str(scale)}}}
-    for name in names:
+    for name in names:  # a PA is named after its Revision
+        through_webhook(
+            lambda name=name: custom.patch_namespaced_custom_object(
+                "serving.knative.dev", "v1", namespace, "revisions", name, body
+            ),
+            f"patch Revision {namespace}/{name}",
+        )
         through_webhook(
             lambda name=name: custom.patch_namespaced_custom_object(
                 PA_GROUP, PA_VERSION, namespace, PA_PLURAL, name, body
@@ -123,18 +135,19 @@ def evictable(pod: k8s.V1Pod) -> bool:
 def drain_node(
     api: k8s.ApiClient,
     node: str,
+    namespace: str,
     *,
     retry_s: float = EVICTION_RETRY_S,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
-    """Cordon ``node`` and evict every evictable pod on it; returns ``ns/name`` evicted.
+    """Cordon ``node`` and evict the evictable pods of ``namespace`` on it (``ns/name``).
 
     Evictions refused with 429 (a PodDisruptionBudget) are retried until ``retry_s``;
     the pods then terminate with their own grace periods, as under ``kubectl drain``.
     """
     core = k8s.CoreV1Api(api)
     set_unschedulable(api, node, True)
-    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    pods = core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={node}").items
     evicted = []
     for pod in pods:
         if not evictable(pod):

@@ -148,6 +148,7 @@ class KindPlatform(ServingPlatform):
         workers: int = 0,
         keep: bool = False,
         kind_path: str | Path | None = None,
+        kubeconfig: Path | None = None,
         build: str = "auto",
         progress: Progress = _print,
     ) -> KindPlatform:
@@ -159,6 +160,9 @@ class KindPlatform(ServingPlatform):
         Fails fast, before any cluster exists, on a missing/old kind, no Docker, a bad
         image name or a missing manifest. A cluster it created is deleted again if a later
         step fails (unless ``keep``); an existing cluster is reused only with ``keep``.
+        The context ``kind-<name>`` goes where kind puts it (``kubeconfig``, else
+        $KUBECONFIG or ~/.kube/config, made current), so ``--platform=existing`` finds a
+        kept cluster with no flags, as for any cluster kind made.
         """
         docker_version = check_docker()
         images = (app_image,) if app_image else ()
@@ -179,10 +183,9 @@ class KindPlatform(ServingPlatform):
             kind, kind_version = find_kind(release, kind_path)
         app_images = {"custom": app_image} if app_image else _fixture_images(apps, progress)
         runtime = _privileged_runtime(progress)
-        # A stable kubeconfig per cluster name, so a kept cluster can be found and reused.
-        home = state_dir() / "kind" / cluster_name
+        home = state_dir() / "kind" / cluster_name  # the kind config of the last run
         home.mkdir(parents=True, exist_ok=True)
-        cluster = KindCluster(kind, cluster_name, home / "kubeconfig")
+        cluster = KindCluster(kind, cluster_name, kubeconfig)
         reuse = cluster.exists()
         if reuse and not keep:
             raise ClusterError(

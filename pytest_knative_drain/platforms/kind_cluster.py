@@ -39,7 +39,7 @@ class KindCluster:
 
     kind: Path
     name: str
-    kubeconfig: Path
+    kubeconfig: Path | None = None  # None: kind's own default ($KUBECONFIG, ~/.kube/config)
 
     @property
     def context(self) -> str:
@@ -72,17 +72,8 @@ class KindCluster:
         return self._run(["get", "nodes", "--name", self.name], 60, "kind get nodes").split()
 
     def create(self, config: Path, image: str | None = None) -> None:
-        args = [
-            "create",
-            "cluster",
-            "--name",
-            self.name,
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--config",
-            str(config),
-            "--retain",
-        ]
+        args = ["create", "cluster", "--name", self.name, *self._kubeconfig_args()]
+        args += ["--config", str(config), "--retain"]
         if image:
             args += ["--image", image]
         try:
@@ -103,12 +94,12 @@ class KindCluster:
             return None
         return where
 
+    def _kubeconfig_args(self) -> list[str]:
+        return ["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []
+
     def export_kubeconfig(self) -> None:
-        self._run(
-            ["export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig)],
-            60,
-            "kind export kubeconfig",
-        )
+        args = ["export", "kubeconfig", "--name", self.name, *self._kubeconfig_args()]
+        self._run(args, 60, "kind export kubeconfig")
 
     def load_image(self, ref: str) -> None:
         self._run(
