@@ -97,6 +97,8 @@ def drain_platform(
                 run_id=run_id,
                 app_image=options.app_image,
                 manifests_dir=options.knative_manifests_dir,
+                kubeconfig=options.kubeconfig,
+                build=options.kind_build,
                 keep=options.keep,
                 host_port=options.ingress_port,
                 workers=_workers(request.session),

@@ -18,6 +18,7 @@ from . import catalog
 
 PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
+KIND_BUILDS = ("auto", "release", "here")
 DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
 
 # (dest, flag, ini help, default); ``None`` flag means pytest-kind owns the flag.
@@ -78,6 +79,14 @@ _OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "`knative-drain push-apps --registry=...` (REGISTRY/knative-drain-app:<app>).",
         None,
     ),
+    (
+        "kind_build",
+        "--kind-build",
+        "--platform=kind: where the node image, Knative and Kourier come from: release "
+        "(published images and manifests), here (built on this machine from Debian, the Go "
+        "module proxy and PyPI; no registry needed), auto (release, else here).",
+        "auto",
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -99,6 +108,7 @@ class DrainOptions:
     knative_manifests_dir: Path | None = None
     ingress_port: int = 31080
     app_registry: str | None = None
+    kind_build: str = "auto"
     #: --knative-version (or the ini key) as given; None when the default applies. An
     #: existing cluster runs what it runs: this only says whether the user asked otherwise.
     knative_version_requested: str | None = None
@@ -157,6 +167,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         knative_manifests_dir=_manifests_dir(config),
         ingress_port=_port(config),
         app_registry=_registry(config, platform),
+        kind_build=_choice(config, "kind_build", "--kind-build", KIND_BUILDS, "auto"),
         knative_version_requested=str(requested) if requested else None,
     )
 
