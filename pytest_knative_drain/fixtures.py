@@ -60,6 +60,20 @@ def _workers(session: pytest.Session) -> int:
     return max(needed)
 
 
+def _apps(session: pytest.Session) -> list[str]:
+    """The fixture apps the selected cases run (kind loads only those into its nodes)."""
+    needed: set[str] = set()
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or item.get_closest_marker("skip"):
+            continue
+        case = callspec.params.get("drain_case")
+        app = case.app if isinstance(case, Case) else callspec.params.get("drain_app")
+        if isinstance(app, str) and app in APPS:
+            needed.add(app)
+    return sorted(needed)
+
+
 @pytest.fixture(scope="session")
 def drain_platform(
     drain_options: DrainOptions, pytestconfig: pytest.Config, request: pytest.FixtureRequest
@@ -96,6 +110,7 @@ def drain_platform(
                 options.release,
                 run_id=run_id,
                 app_image=options.app_image,
+                apps=_apps(request.session) or None,
                 manifests_dir=options.knative_manifests_dir,
                 kubeconfig=options.kubeconfig,
                 build=options.kind_build,

@@ -132,6 +132,7 @@ def test_serving_manifests_resolved_like_a_release() -> None:
         "ingresses.networking.internal.knative.dev",
         "images.caching.internal.knative.dev",
         "serverlessservices.networking.internal.knative.dev",
+        "clusterdomainclaims.networking.internal.knative.dev",
         "services.serving.knative.dev",
     } <= crds
     text = yaml.safe_dump_all(docs)

@@ -77,11 +77,13 @@ def _escape(module: str) -> str:
     reraise=True,
 )
 def resolvable(module: str, version: str, proxy: str | None = None) -> bool:
-    """Whether the proxy serves both the ``.mod`` and the ``.zip`` of ``module@version``."""
+    """Whether the proxy serves the ``.info``, ``.mod`` and ``.zip`` of ``module@version``
+    (each is filtered on its own here: knative.dev/serving v0.45.2 has .mod and .zip but
+    its .info is refused, and ``go mod download`` asks for the .info first)."""
     base = f"{proxy or proxy_url()}/{_escape(module)}/@v/{version}"
     return all(
         requests.head(f"{base}.{ext}", timeout=30, allow_redirects=True).ok
-        for ext in ("mod", "zip")
+        for ext in ("info", "mod", "zip")
     )
 
 

@@ -40,6 +40,7 @@ KO_USER = "65532:65532"
 LINKED_FILES = {
     "300-imagecache.yaml": ("knative.dev/caching", "config/image.yaml"),
     "300-resources/certificate.yaml": ("knative.dev/networking", "config/certificate.yaml"),
+    "300-resources/domain-claim.yaml": ("knative.dev/networking", "config/domain-claim.yaml"),
     "300-resources/ingress.yaml": ("knative.dev/networking", "config/ingress.yaml"),
     "300-resources/serverlessservice.yaml": (
         "knative.dev/networking",
@@ -125,6 +126,15 @@ def build_serving(
     """Images for :data:`COMMANDS` and serving-crds.yaml / serving-core.yaml for ``version``."""
     started = time.monotonic()
     mod_version = module_version(version)
+    if not gomod.resolvable(SERVING, mod_version):
+        served = gomod.nearest_resolvable(SERVING, mod_version)
+        hint = f"; the nearest it serves is {served} (--knative-version=1." if served else ""
+        if served:
+            minor, patch = served.removeprefix("v0.").split(".")
+            hint += f"{int(minor) - 27}.{patch})"
+        raise ImagesError(
+            f"Knative Serving {version}: the module proxy refuses {SERVING}@{mod_version}{hint}"
+        )
     info = gomod.download(SERVING, mod_version)
     module_dir = Path(info["Dir"])
     go_mod = Path(info["GoMod"]).read_text()

@@ -28,14 +28,18 @@ class ServingPlatform:
         progress: Progress,
         keep: bool,
         facts: dict[str, Any] | None,
+        keep_namespaces: bool | None = None,
     ) -> None:
+        """``keep`` keeps what the run made; ``keep_namespaces`` (default: ``keep``) says
+        whether that includes each case's namespace and pods."""
         self.api = api
         self.ingress_port = ingress_port
         self.app_images = dict(app_images or {})
         self.progress = progress
         self.keep = keep
         self.facts = facts or {}
-        self.namespaces = Namespaces(api, run_id, keep=keep)
+        self.keep_namespaces = keep if keep_namespaces is None else keep_namespaces
+        self.namespaces = Namespaces(api, run_id, keep=self.keep_namespaces)
 
     def check_ingress(self, timeout_s: float = 60.0) -> str:
         """One setup error instead of a drain failure per case when nothing answers on
@@ -109,5 +113,5 @@ class ServingPlatform:
             namespaces=self.namespaces,
             ingress_port=self.ingress_port,
             progress=self.progress,
-            keep=self.keep,
+            keep=self.keep_namespaces,
         )
