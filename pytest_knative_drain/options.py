@@ -8,6 +8,8 @@ them and only add ini keys for them.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ PROFILES = ("quick", "seed")
 KIND_BUILDS = ("auto", "release", "here")
 DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
 
-# (dest, flag, ini help, default); ``None`` flag means pytest-kind owns the flag.
-_OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
+#: every option and ini key the plugin registers: (dest, flag, help, default); a ``None``
+#: flag means pytest-kind owns the flag. tests/test_options.py tries a bad value for each.
+OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
     (
         "knative_version",
         "--knative-version",
@@ -117,7 +120,7 @@ class DrainOptions:
 def add_options(parser: pytest.Parser) -> None:
     """Register the "knative-drain" option group and matching ini keys."""
     group = parser.getgroup("knative-drain", "knative-drain (Knative drain conformance)")
-    for dest, flag, help_text, default in _OPTIONS:
+    for dest, flag, help_text, default in OPTIONS:
         if flag is not None:
             shown = f" Default: {default}." if default is not None else ""
             if isinstance(default, bool):  # a switch: present = on
@@ -130,10 +133,24 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini(dest, help_text, type=ini_type, default=ini_default)
 
 
+def flag_of(dest: str) -> str:
+    """The command-line flag of option ``dest`` (pytest-kind's own for the keys it owns)."""
+    flag = next(f for d, f, *_ in OPTIONS if d == dest)
+    return flag or "--" + dest.replace("_", "-")
+
+
 def _raw(config: pytest.Config, dest: str) -> Any:
     value = config.getoption(dest, default=None)
     if value in (None, False, ""):
-        value = config.getini(dest)
+        # A bool ini key that is no truth value: pytest >= 9 raises UsageError without the
+        # key's name, older ones ValueError. Either way: say which key.
+        try:
+            value = config.getini(dest)
+        except (ValueError, pytest.UsageError) as exc:
+            raise pytest.UsageError(
+                f"{flag_of(dest)} (ini key '{dest}'): {exc}; use true or false "
+                "(also yes/no, on/off, 1/0)"
+            ) from None
     return value if value not in ("", None) else None
 
 
@@ -154,15 +171,16 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
             f"--context={context} only applies to --platform=existing (got --platform={platform})"
         )
     report = _raw(config, "drain_report")
-    return DrainOptions(
+    kubeconfig_path = Path(str(kubeconfig)).expanduser() if kubeconfig else None
+    options = DrainOptions(
         release=release,
         platform=platform,
         profile=profile,
-        kubeconfig=Path(kubeconfig).expanduser() if kubeconfig else None,
+        kubeconfig=kubeconfig_path,
         context=context,
         keep=bool(_raw(config, "keep_cluster")),
-        app_image=_raw(config, "app_image"),
-        drain_report=Path(report) if report else None,
+        app_image=_app_image(config),
+        drain_report=_drain_report(str(report)) if report else None,
         allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
         knative_manifests_dir=_manifests_dir(config),
         ingress_port=_port(config),
@@ -170,6 +188,9 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         kind_build=_choice(config, "kind_build", "--kind-build", KIND_BUILDS, "auto"),
         knative_version_requested=str(requested) if requested else None,
     )
+    # last: the only check that reads a file the user may not expect us to read
+    _check_cluster_access(kubeconfig_path, context, platform)
+    return options
 
 
 def _registry(config: pytest.Config, platform: str) -> str | None:
@@ -202,11 +223,20 @@ def _manifests_dir(config: pytest.Config) -> Path | None:
     value = _raw(config, "knative_manifests_dir")
     if value is None:
         return None
+    from .manifests import MANIFESTS
+
     path = Path(str(value)).expanduser()
+    needed = ", ".join(f"{name}.yaml" for name in MANIFESTS)
     if not path.is_dir():
         raise pytest.UsageError(
-            f"--knative-manifests-dir={value}: not a directory; it must hold serving-crds.yaml, "
-            "serving-core.yaml and kourier.yaml (or ini key 'knative_manifests_dir')"
+            f"--knative-manifests-dir={value}: not a directory; it must hold {needed} "
+            "(or ini key 'knative_manifests_dir')"
+        )
+    missing = [f"{name}.yaml" for name in MANIFESTS if not (path / f"{name}.yaml").is_file()]
+    if missing:
+        raise pytest.UsageError(
+            f"--knative-manifests-dir={value}: {', '.join(missing)} missing; it must hold "
+            f"{needed} (or ini key 'knative_manifests_dir')"
         )
     return path
 
@@ -221,3 +251,157 @@ def _choice(
             f"(or ini key '{dest}')"
         )
     return value
+
+
+# Docker image reference grammar (github.com/distribution/reference, regexp.go).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+_NAME_MAX = 255
+
+
+def check_image_reference(reference: str) -> str:
+    """``reference`` if Docker would parse it, else ValueError saying what one looks like.
+
+    Syntax only (no registry is asked): a typo ends the run here instead of in every case.
+    """
+    found = _REFERENCE.fullmatch(reference)
+    if found is None or len(found.group("name")) > _NAME_MAX:
+        raise ValueError(
+            "not an image reference; use [registry[:port]/]name[:tag][@sha256:digest] with a "
+            "lowercase name, e.g. registry.example.com/team/app:1"
+        )
+    return reference
+
+
+def _app_image(config: pytest.Config) -> str | None:
+    value = _raw(config, "app_image")
+    if value is None:
+        return None
+    try:
+        return check_image_reference(str(value))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--app-image={value}: {exc} (or ini key 'app_image')") from None
+
+
+def _drain_report(value: str) -> Path:
+    path = output_file("--drain-report", value)
+    if path.suffix == ".md":
+        raise pytest.UsageError(
+            f"--drain-report={value}: the markdown rendering goes beside the JSON as .md; "
+            "give the JSON path, e.g. run.json (or ini key 'drain_report')"
+        )
+    output_file("--drain-report", str(path.with_suffix(".md")))
+    return path.absolute()  # written at the end: where it was meant, whatever the cwd then
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``exists`` is False under a file)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(flag: str, value: str, path: Path, what: str) -> None:
+    """A directory can be made at ``path`` (or exists there) and written into."""
+    ancestor = _first_existing(path)
+    if not ancestor.is_dir():
+        raise pytest.UsageError(
+            f"{flag}={value}: {ancestor} is a file, so no {what} can be made under it; "
+            "give a path in a directory you can write"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise pytest.UsageError(
+            f"{flag}={value}: {ancestor} is not writable; give a path in a directory you can write"
+        )
+
+
+def output_file(flag: str, value: str) -> Path:
+    """A file path the run can write at its end, checked now so no result is lost then."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise pytest.UsageError(f"{flag}={value}: is a directory; give a file path, e.g. run.json")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise pytest.UsageError(f"{flag}={value}: the file exists and is not writable")
+    _check_creatable(flag, value, path.parent, "directory")
+    return path
+
+
+def output_dir(flag: str, value: str) -> Path:
+    """A directory path the run can create (or that exists) and write into."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{flag}={value}: is a file; give a directory path")
+    _check_creatable(flag, value, path, "directory")
+    return path
+
+
+def check_evidence_paths(config: pytest.Config) -> None:
+    """Other plugins' report paths (JUnit XML, allure), checked before any platform comes up.
+
+    pytest and allure only create them at the end (or mid-configure), where a bad path is
+    a traceback after the run.
+    """
+    xmlpath = getattr(config.option, "xmlpath", None)
+    if xmlpath and not hasattr(config, "workerinput"):
+        output_file("--junitxml", str(xmlpath))
+    alluredir = getattr(config.option, "allure_report_dir", None)
+    if alluredir:
+        output_dir("--alluredir", str(alluredir))
+
+
+def _kubeconfig_contexts(source: str) -> tuple[list[str], str | None]:
+    """(context names, current context) of a kubeconfig, merged as the kubernetes client does."""
+    from kubernetes.config.kube_config import KubeConfigMerger
+
+    merged = KubeConfigMerger(source).config
+    value = merged.value if merged is not None else None
+    if not isinstance(value, dict):
+        raise ValueError("no kubeconfig document in it")
+    contexts = [getattr(c, "value", c) for c in value.get("contexts") or []]  # ConfigNodes
+    names = [str(c["name"]) for c in contexts if isinstance(c, dict) and c.get("name")]
+    current = value.get("current-context")
+    return names, str(current) if current else None
+
+
+def _check_cluster_access(kubeconfig: Path | None, context: str | None, platform: str) -> None:
+    """``--platform=existing``: the kubeconfig is there and holds the context (no network)."""
+    if platform != "existing":
+        if platform == "kind" and kubeconfig is not None:  # kind writes it at create
+            output_file("--kubeconfig", str(kubeconfig))
+        return
+    source = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or "~/.kube/config"
+    where = f"--kubeconfig={kubeconfig}" if kubeconfig else f"the default kubeconfig ({source})"
+    files = [Path(p).expanduser() for p in source.split(os.pathsep) if p]
+    if not any(f.is_file() for f in files):
+        raise pytest.UsageError(
+            f"--platform=existing: {where}: no such file; give the kubeconfig of the cluster "
+            "with --kubeconfig=PATH (or ini key 'kubeconfig')"
+        )
+    try:
+        names, current = _kubeconfig_contexts(source)
+    except Exception as exc:  # noqa: BLE001  (whatever the file is, it is not a kubeconfig)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise pytest.UsageError(
+            f"--platform=existing: {where} is not a readable kubeconfig ({detail})"
+        ) from None
+    if not names:
+        raise pytest.UsageError(
+            f"--platform=existing: {where} is not a readable kubeconfig (no contexts in it)"
+        )
+    listed = ", ".join(names)
+    if context is not None and context not in names:
+        raise pytest.UsageError(
+            f"--context={context}: no such context in {where}; contexts there: {listed}"
+        )
+    if context is None and (current is None or current not in names):
+        raise pytest.UsageError(
+            f"--platform=existing: {where} has no usable current-context "
+            f"({current or 'none set'}); give --context, one of: {listed}"
+        )

@@ -27,6 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     options = opts.resolve_options(config)  # pytest.UsageError -> exit 4, no traceback
+    opts.check_evidence_paths(config)  # JUnit / allure paths, before any platform comes up
     config.stash[OPTIONS_KEY] = options
     config.stash[REPORT_KEY] = DrainReport(options)
     config.stash[SUITE_SLIS_KEY] = []

@@ -131,23 +131,42 @@ def test_drain_app_is_parametrized_over_fixture_apps(pytester: pytest.Pytester) 
 def test_cluster_platforms_fail_with_a_clear_message(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What passes configure but fails when the platform comes up: one line, no traceback."""
     pytester.makepyfile("def test_run(drain): drain.run('pod-delete-long')")
     monkeypatch.setenv("PATH", str(pytester.path))  # no kind here, even where CI has one
+    # release manifests at hand and --kind-build=release: nothing is downloaded or built
+    manifests = pytester.mkdir("manifests")
+    for name in ("serving-crds", "serving-core", "kourier"):
+        (manifests / f"{name}.yaml").write_text("")
     # No kind binary on this PATH: the kind platform names the binary and version it needs.
-    result = pytester.runpytest("--platform=kind", "-k", "exec", "-p", "no:cacheprovider")
+    result = pytester.runpytest(
+        "--platform=kind",
+        "--kind-build=release",
+        "--knative-manifests-dir=manifests",
+        "-k",
+        "exec",
+        "-p",
+        "no:cacheprovider",
+    )
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert "--platform=kind needs the kind binary >= 0.22.0" in out
     assert "not found on PATH" in out
     assert "Traceback" not in out and "During handling" not in out
-    # No kubeconfig: the existing platform names the file it could not load.
-    missing = pytester.path / "no-such-kubeconfig"
+    # A kubeconfig whose context exists (configure checks that) but names a cluster that
+    # does not: the existing platform names the file it could not load.
+    kubeconfig = pytester.path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: a\n"
+        "contexts: [{name: a, context: {cluster: gone, user: u}}]\n"
+        "users: [{name: u, user: {token: t}}]\nclusters: []\n"
+    )
     result = pytester.runpytest(
-        "--platform=existing", f"--kubeconfig={missing}", "-k", "exec", "-p", "no:cacheprovider"
+        "--platform=existing", f"--kubeconfig={kubeconfig}", "-k", "exec", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
-    assert f"cannot load --kubeconfig={missing}" in out
+    assert f"cannot load --kubeconfig={kubeconfig}" in out
     assert "Traceback" not in out and "During handling" not in out
 
 
