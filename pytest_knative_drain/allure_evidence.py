@@ -179,13 +179,21 @@ def _escape(text: str) -> str:
     return re.sub(r"([=:#!])", r"\\\1", text)
 
 
+def session_files(facts: Mapping[str, Any], environment: Mapping[str, Any]) -> dict[str, str]:
+    """name -> text of the allure results dir's session files (environment, categories)."""
+    return {
+        "environment.properties": environment_properties(facts, environment),
+        "categories.json": json.dumps(CATEGORIES, indent=2),
+    }
+
+
 def write_session_files(
     directory: Path, facts: Mapping[str, Any], environment: Mapping[str, Any]
 ) -> list[Path]:
     """Write environment.properties and categories.json into the allure results dir."""
-    directory.mkdir(parents=True, exist_ok=True)
-    env = directory / "environment.properties"
-    env.write_text(environment_properties(facts, environment), encoding="utf-8")
-    categories = directory / "categories.json"
-    categories.write_text(json.dumps(CATEGORIES, indent=2), encoding="utf-8")
-    return [env, categories]
+    from .report import write_atomic
+
+    return [
+        write_atomic(directory / name, text)
+        for name, text in session_files(facts, environment).items()
+    ]

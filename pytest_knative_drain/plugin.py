@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator
+from functools import partial
 
 import pytest
 
 from . import allure_evidence
 from . import options as opts
-from .report import DrainReport
+from .report import DrainReport, one_line, write_atomic
 from .runner import ScenarioResult
 from .scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
 
@@ -16,6 +18,8 @@ OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()
 REPORT_KEY = pytest.StashKey[DrainReport]()
 SUITE_PROPERTY_KEY = pytest.StashKey[Callable[[str, object], None]]()
 SUITE_SLIS_KEY = pytest.StashKey[list[tuple[str, str]]]()
+#: one line per evidence writer that failed during the tests, said at the session's end
+EVIDENCE_PROBLEMS_KEY = pytest.StashKey[list[str]]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 
@@ -31,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OPTIONS_KEY] = options
     config.stash[REPORT_KEY] = DrainReport(options)
     config.stash[SUITE_SLIS_KEY] = []
+    config.stash[EVIDENCE_PROBLEMS_KEY] = []
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
     config.addinivalue_line(
         "markers",
@@ -119,6 +124,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _record_result(item: pytest.Item, result: ScenarioResult, report: DrainReport) -> None:
+    """JUnit properties and allure attachments of one result, each on its own: a writer that
+    fails is one line at the session's end, never the test's outcome nor the other writer."""
     s = result.summary
     slis = {
         "strict_sli": f"{s.strict_sli:.4f}",
@@ -128,44 +135,99 @@ def _record_result(item: pytest.Item, result: ScenarioResult, report: DrainRepor
         "expected": result.expected_label,
         "gone_after_s": "-" if result.gone_after_s is None else f"{result.gone_after_s:.1f}",
     }
-    if item.config.getini("junit_family") in ("xunit1", "legacy"):
-        # testcase <properties> are valid in xunit1 only (record_property warns under xunit2)
-        item.user_properties.extend((f"drain.{result.scenario}.{k}", v) for k, v in slis.items())
-    else:
-        item.config.stash[SUITE_SLIS_KEY].extend(
-            (f"drain.{item.name}.{result.scenario}.{k}", v) for k, v in slis.items()
-        )
+
+    def junit() -> None:
+        if item.config.getini("junit_family") in ("xunit1", "legacy"):
+            # testcase <properties> are valid in xunit1 only (record_property warns in xunit2)
+            item.user_properties.extend(
+                (f"drain.{result.scenario}.{k}", v) for k, v in slis.items()
+            )
+        else:
+            item.config.stash[SUITE_SLIS_KEY].extend(
+                (f"drain.{item.name}.{result.scenario}.{k}", v) for k, v in slis.items()
+            )
+
+    problems = item.config.stash.setdefault(EVIDENCE_PROBLEMS_KEY, [])
+    what = f"{item.nodeid} {result.scenario}"
+    _isolated(junit, f"JUnit properties of {what}", problems.append)
     if allure_evidence.results_dir(item.config) is not None:
-        allure_evidence.attach_scenario(result, report.facts())
+        _isolated(
+            lambda: allure_evidence.attach_scenario(result, report.facts()),
+            f"allure attachments of {what}",
+            problems.append,
+        )
+
+
+def _isolated(write: Callable[[], object], what: str, say: Callable[[str], None]) -> None:
+    """Run one evidence writer; its failure is one line, never the end of the others."""
+    try:
+        write()
+    except Exception as exc:  # any failure of this writer: the others still run
+        say(f"knative-drain: {what} not written: {one_line(exc)}")
+
+
+def _say(config: pytest.Config) -> Callable[[str], None]:
+    """Write a line to the terminal (stderr when the terminal reporter is off)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        return tr.write_line
+    return lambda line: print(line, file=sys.stderr)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     report = terminalreporter.config.stash.get(REPORT_KEY, None)
     if report is None or not report.results:
         return
-    terminalreporter.write_sep("=", "knative drain verdicts")
-    for line in report.table_lines():
-        terminalreporter.write_line(line)
+
+    def table() -> None:
+        lines = report.table_lines()  # before the header: a failure prints no empty table
+        terminalreporter.write_sep("=", "knative drain verdicts")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+    _isolated(table, "terminal verdict table", terminalreporter.write_line)
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml writes the file in its own sessionfinish
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Every evidence writer on its own: one that fails says so in one line, the rest run.
+
+    The drain report is the run's result (hours of it on the seed profile): written
+    atomically, and to the temp dir when its own path cannot be written.
+    """
     config = session.config
     report = config.stash.get(REPORT_KEY, None)
     options = config.stash.get(OPTIONS_KEY, None)
     if report is None or options is None:
         return
+    say = _say(config)
+    for problem in config.stash.get(EVIDENCE_PROBLEMS_KEY, []):
+        say(problem)
     record = config.stash.get(SUITE_PROPERTY_KEY, None)
     if record is not None:
-        for key, value in report.facts().items():
-            record(f"drain.{key}", "none" if value is None else value)
-        for key, value in config.stash[SUITE_SLIS_KEY]:
-            record(key, value)
+
+        def junit_suite() -> None:
+            for key, value in report.facts().items():
+                record(f"drain.{key}", "none" if value is None else value)
+            for key, value in config.stash[SUITE_SLIS_KEY]:
+                record(key, value)
+
+        _isolated(junit_suite, "JUnit testsuite properties", say)
     alluredir = allure_evidence.results_dir(config)
     if alluredir is not None:
-        allure_evidence.write_session_files(alluredir, report.facts(), report.environment)
+        files: dict[str, str] = {}
+        _isolated(
+            lambda: files.update(allure_evidence.session_files(report.facts(), report.environment)),
+            "allure session files",
+            say,
+        )
+        for name, text in files.items():
+            _isolated(partial(write_atomic, alluredir / name, text), f"allure {name}", say)
     if options.drain_report is not None:
-        json_path, md_path = report.write(options.drain_report)
-        tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
-            tr.write_line(f"drain report: {json_path} and {md_path}")
+        drain_report = options.drain_report
+
+        def drain() -> None:
+            for line in report.save(drain_report):
+                say(line)
+
+        _isolated(drain, "drain report", say)

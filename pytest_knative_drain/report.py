@@ -6,12 +6,15 @@ result can be traced to where and on what it was measured.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,9 +161,12 @@ class DrainReport:
             )
         return lines
 
-    def to_markdown(self) -> str:
-        """A rendering fit for a certification submission: product table, then scenarios."""
-        data = self.to_dict()
+    def to_markdown(self, data: dict[str, Any] | None = None) -> str:
+        """A rendering fit for a certification submission: product table, then scenarios.
+
+        ``data`` is this report's ``to_dict()`` when the caller has it (one "finished" time).
+        """
+        data = data if data is not None else self.to_dict()
         k, kube, commit = data["knative"], data["kubernetes"], data["commit"]
         if not commit["id"]:  # run outside a checkout: name the tool's own commit
             commit = data["tool_commit"]
@@ -240,11 +246,89 @@ class DrainReport:
         return "\n".join(rows) + "\n"
 
     def write(self, path: Path) -> tuple[Path, Path]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        """JSON at ``path``, markdown beside it (``.md``), each atomically; raises OSError."""
+        data = self.to_dict()
         md = path.with_suffix(".md")
-        md.write_text(self.to_markdown())
+        write_atomic(path, json.dumps(data, indent=2, default=str))
+        write_atomic(md, self.to_markdown(data))
         return path, md
+
+    def fallback_path(self, suffix: str) -> Path:
+        """Where the report goes when its own path cannot be written: the system temp dir,
+        named by run start and run id, so several runs never overwrite each other."""
+        run = self.environment.get("run_id") or f"pid{os.getpid()}"
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        return Path(tempfile.gettempdir()) / f"knative-drain-report-{stamp}-{run}{suffix}"
+
+    def save(self, path: Path) -> list[str]:
+        """Write JSON and markdown, falling back to the temp dir; never raises.
+
+        The report is written after the whole run (hours on the seed profile): a path that
+        vanished meanwhile must not lose it. Returns what went where, one line each.
+        """
+        try:
+            data = self.to_dict()
+            text = json.dumps(data, indent=2, default=str)
+        except Exception as exc:  # a bug in rendering: say so, let the other writers run
+            return [f"drain report not written: cannot render it: {one_line(exc)}"]
+        lines: list[str] = []
+        json_path = _write_or_fallback(path, text, self.fallback_path(".json"), lines)
+        try:
+            markdown = self.to_markdown(data)
+        except Exception as exc:
+            lines.append(f"drain report markdown not written: cannot render it: {one_line(exc)}")
+            markdown = None
+        md_path = None
+        if markdown is not None:
+            md_path = _write_or_fallback(
+                path.with_suffix(".md"), markdown, self.fallback_path(".md"), lines
+            )
+        if json_path == path:  # where it was asked for (the markdown: if it went there too)
+            beside = f" and {md_path}" if md_path == path.with_suffix(".md") else ""
+            lines.append(f"drain report: {json_path}{beside}")
+        return lines
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` whole or not at all: a temp file beside it, then os.replace.
+
+    Nobody (nor a crash mid-write) ever sees half a report, and an older report at the same
+    path stays intact until the new one is complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": the umask's mode, never clobbers
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # its directory may be gone or a file by now
+            tmp.unlink()
+        raise
+    return path
+
+
+def _write_or_fallback(path: Path, text: str, fallback: Path, lines: list[str]) -> Path | None:
+    """``path`` if written there, else ``fallback`` (with one line saying so), else None."""
+    try:
+        return write_atomic(path, text)
+    except OSError as exc:
+        failed = f"cannot write {path} ({one_line(exc)})"
+    try:
+        write_atomic(fallback, text)
+    except OSError as exc:
+        lines.append(f"drain report LOST: {failed}, nor {fallback} ({one_line(exc)})")
+        return None
+    lines.append(f"drain report: {failed}; written to {fallback} instead")
+    return fallback
 
 
 def scenario_dict(result: ScenarioResult) -> dict[str, Any]:

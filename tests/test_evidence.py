@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -88,6 +89,86 @@ def test_drain_report_and_terminal_rows(suite: pytest.Pytester) -> None:
     assert dropped["logs"]["queue-proxy"] == "error reverse proxying"
     md = (suite.path / "out/run.md").read_text()
     assert "### pod-delete-long / go-shutdown" in md and "Pod timeline" in md
+
+
+#: runs after test_drain.py: what happens to the evidence paths while a long run goes on
+VANDAL = """
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def test_vandal(record):
+    shutil.rmtree("out")  # the report's directory, gone during the run
+    {actions}
+    record("python-gunicorn-exec")
+"""
+
+VANDALS = {
+    "dir_removed": "",
+    "dir_replaced_by_file": 'Path("out").write_text("a file now")',
+    # nothing can be written where the report goes, nor in the temp dir (the fallback, and
+    # where allure's timeline picture is drawn), and environment.properties is a directory
+    "nowhere": "; ".join(
+        [
+            'Path("out").write_text("a file now")',
+            'tempfile.tempdir = os.path.abspath("out/tmp")',
+            'os.mkdir("allure/environment.properties")',
+        ]
+    ),
+}
+
+
+@pytest.mark.parametrize("vandal", list(VANDALS))
+def test_evidence_writers_survive_what_happens_to_their_paths(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, vandal: str
+) -> None:
+    """Each writer on its own: one that fails says so in one line, the others still write."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))  # restored after the test
+    suite.mkdir("out")
+    suite.makepyfile(test_vandal=VANDAL.format(actions=VANDALS[vandal]))
+    evidence = ("--drain-report=out/run.json", "--junitxml=junit.xml", "--alluredir=allure")
+    result = suite.runpytest("--platform=local", *evidence)
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the tests' verdict, not an internal error
+    out = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    lines = out.splitlines()
+
+    def said(text: str) -> list[str]:
+        return [line for line in lines if text in line]
+
+    # the writers that nothing happened to wrote everything
+    assert len([line for line in lines if line.startswith("pod-delete-long ")]) == 4
+    testsuite = ET.parse(suite.path / "junit.xml").getroot().find("testsuite")
+    assert testsuite is not None
+    props = {p.get("name"): p.get("value") for p in testsuite.findall("./properties/property")}
+    assert props["drain.platform"] == "local"
+    assert json.loads((suite.path / "allure/categories.json").read_text())
+    assert _allure_results(suite.path / "allure")["test_vandal"]["status"] == "passed"
+    if vandal == "dir_removed":  # made again at the end
+        assert len(json.loads((suite.path / "out/run.json").read_text())["scenarios"]) == 4
+        assert len(said("drain report: ")) == 1 and not said("not written")
+    elif vandal == "dir_replaced_by_file":  # the JSON lands in the temp dir, one line says where
+        (json_line,) = said("/out/run.json (")
+        assert json_line.startswith(f"drain report: cannot write {suite.path / 'out/run.json'} (")
+        fallback = Path(json_line.rsplit("written to ", 1)[1].removesuffix(" instead"))
+        assert fallback.parent == system_tmp and fallback.suffix == ".json"
+        assert len(json.loads(fallback.read_text())["scenarios"]) == 4
+        assert len(said(f"written to {fallback.with_suffix('.md')} instead")) == 1
+        assert (suite.path / "allure/environment.properties").is_file()
+    else:
+        assert len(said("drain report LOST: cannot write ")) == 2  # JSON and markdown
+        assert not list(system_tmp.glob("knative-drain-report-*"))
+        (allure_env,) = said("allure environment.properties not written")
+        assert allure_env.startswith("knative-drain: ") and "IsADirectoryError" in allure_env
+        (attachments,) = said("allure attachments of test_vandal.py::test_vandal")
+        assert "not written: " in attachments and "Error" in attachments
+        # the other tests' attachments were written before: one writer's failure is its own
+        assert _allure_results(suite.path / "allure")["test_good"]["attachments"]
 
 
 def _allure_results(directory: Path) -> dict[str, dict]:

@@ -7,10 +7,12 @@ Records come from the real load engine against real loopback servers
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 from misbehaving_servers import LoopbackServer
 
 from pytest_knative_drain import catalog, load, verdict
@@ -164,3 +166,55 @@ def test_timeline_png_from_result_and_from_the_requests_file(tmp_path: Path) -> 
         raw = png.read_bytes()
         assert raw[:8] == PNG_MAGIC and len(raw) > 10_000
     assert timeline_data(doc)["lines"] == data["lines"]
+
+
+def test_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    report = DrainReport(options())
+    report.add(make_result("python-gunicorn-exec", n=2))
+    path = tmp_path / "r.json"
+    report.write(path)
+    first = json.loads(path.read_text())
+    report.add(make_result("go-shutdown", n=2))
+    report.write(path)  # replaces the whole file: readers see the old report or the new one
+    assert len(json.loads(path.read_text())["scenarios"]) == len(first["scenarios"]) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
+    # a write that fails at the rename leaves what was there, and no temp file
+    blocked = tmp_path / "blocked.json"
+    blocked.mkdir()
+    with pytest.raises(IsADirectoryError):
+        report.write(blocked)
+    assert blocked.is_dir() and not list(blocked.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_save_falls_back_to_the_temp_dir_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's directory became a file during the run: the JSON lands in the temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "out").write_text("was a directory when the run started\n")
+    report = DrainReport(options())
+    report.environment["run_id"] = "run-0123abcd"
+    report.add(make_result("python-gunicorn-exec", n=2))
+    lines = report.save(tmp_path / "out" / "run.json")
+    assert len(lines) == 2, lines  # JSON and markdown, one line each
+    json_line, md_line = lines
+    assert json_line.startswith(f"drain report: cannot write {tmp_path / 'out' / 'run.json'} (")
+    assert "FileExistsError" in json_line  # mkdir: "out" is there, as a file
+    fallback = Path(json_line.rsplit("written to ", 1)[1].removesuffix(" instead"))
+    assert fallback.parent == tmp_path / "system-tmp"
+    assert fallback.name.startswith("knative-drain-report-") and "run-0123abcd" in fallback.name
+    assert json.loads(fallback.read_text())["scenarios"][0]["app"] == "python-gunicorn-exec"
+    assert fallback.with_suffix(".md").read_text().startswith("# Knative drain")
+    assert md_line.endswith(f"written to {fallback.with_suffix('.md')} instead")
+
+
+def test_save_never_raises_even_when_nothing_can_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "file" / "tmp"))
+    report = DrainReport(options())
+    lines = report.save(tmp_path / "file" / "run.json")
+    assert [line.split(":", 1)[0] for line in lines] == ["drain report LOST"] * 2
+    assert all("\n" not in line and "nor " in line for line in lines)
