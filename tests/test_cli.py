@@ -59,7 +59,7 @@ def test_load_against_a_502_server_fails_with_the_diagnosis(tmp_path: Path) -> N
         (["load", "http://127.0.0.1:1/", "--requests", "1", "--timeout", "-1"], "--timeout=-1"),
         (["plan", "--knative-version", "9.9"], "--knative-version=9.9"),
         (["plan", "--workers", "9"], "workers=9"),
-        (["provision", "--platform", "kind"], "--platform=kind"),
+        (["provision", "--platform", "existing"], "--platform=existing"),
         (["push-apps", "--registry", "https://reg.example.com"], "no scheme"),
         (["push-apps", "--registry", "reg.example.com", "--app", "nope"], "--app nope"),
     ],
@@ -77,3 +77,11 @@ def test_plan_prints_every_step_for_every_minor() -> None:
         assert proc.returncode == 0, proc.stderr
         for step in ("create-cluster", "serving-crds", "serving-core", "kourier"):
             assert step in proc.stdout
+
+
+def test_cleanup_dry_run_lists_and_removes_nothing() -> None:
+    """Only things with our name or label are listed; a dry run leaves them in place."""
+    proc = run("cleanup", "--dry-run", "--cluster-prefix", "knative-drain-no-such-prefix")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("thing(s)")
+    assert "kind cluster" not in proc.stdout

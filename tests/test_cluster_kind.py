@@ -186,13 +186,14 @@ def test_manifests_dir_option_is_checked(pytester, tmp_path) -> None:
     err = result.stderr.str()
     assert f"--knative-manifests-dir={missing}: not a directory" in err
     assert "Traceback" not in err
+    directory = _manifests_dir(tmp_path)
     result = pytester.runpytest(
-        f"--knative-manifests-dir={tmp_path}", "--allow-cluster-config", "-s", "-p",
+        f"--knative-manifests-dir={directory}", "--allow-cluster-config", "-s", "-p",
         "no:cacheprovider",
     )  # fmt: skip
     result.assert_outcomes(passed=1)
     out = result.stdout.str()
     assert (
         "allow_cluster_config=True" in out
-        and f"knative_manifests_dir=PosixPath('{tmp_path}')" in out
+        and f"knative_manifests_dir=PosixPath('{directory}')" in out
     )

@@ -174,9 +174,11 @@ def _revision(api, ns: str, name: str, service: str) -> None:
     )  # fmt: skip
 
 
-def test_scale_revision_patches_the_revision_and_its_pod_autoscaler(api, knative_core, ns) -> None:
-    """Both: from 1.21 the revision reconciler copies the Revision's autoscaling annotations
-    onto the PA (serving #16186); before, only the PA's are read."""
+def test_scale_revision_patches_the_pod_autoscaler_and_from_1_21_the_revision(
+    api, knative_core, ns
+) -> None:
+    """Before 1.21 only the PA (a Revision patch would roll its pods); from 1.21 the
+    Revision too (its reconciler copies the autoscaling annotations onto the PA)."""
     with pytest.raises(ClusterError, match="no PodAutoscaler labelled"):
         ct.scale_revision(api, ns, "svc", 1)
     custom = k8s.CustomObjectsApi(api)
@@ -191,17 +193,23 @@ def test_scale_revision_patches_the_revision_and_its_pod_autoscaler(api, knative
                  "protocolType": "http1"},
     }  # fmt: skip
     custom.create_namespaced_custom_object(ct.PA_GROUP, ct.PA_VERSION, ns, ct.PA_PLURAL, pa)
-    assert ct.scale_revision(api, ns, "svc", 1) == ["svc-00001"]
+    assert ct.scale_revision(api, ns, "svc", 1, serving_version="1.14.2") == ["svc-00001"]
     got = custom.get_namespaced_custom_object(
         ct.PA_GROUP, ct.PA_VERSION, ns, ct.PA_PLURAL, "svc-00001"
     )
     assert got["metadata"]["annotations"][ct.MIN_SCALE] == "1"
     assert got["metadata"]["annotations"][ct.MAX_SCALE] == "1"
-    revision = custom.get_namespaced_custom_object(
-        "serving.knative.dev", "v1", ns, "revisions", "svc-00001"
-    )
-    assert revision["metadata"]["annotations"][ct.MIN_SCALE] == "1"
-    assert revision["metadata"]["annotations"][ct.MAX_SCALE] == "1"
+
+    def revision_annotations() -> dict:
+        revision = custom.get_namespaced_custom_object(
+            "serving.knative.dev", "v1", ns, "revisions", "svc-00001"
+        )
+        return revision["metadata"].get("annotations") or {}
+
+    assert ct.MIN_SCALE not in revision_annotations()  # 1.14: the Revision is left alone
+    assert ct.scale_revision(api, ns, "svc", 3, serving_version="1.21.1") == ["svc-00001"]
+    assert revision_annotations()[ct.MIN_SCALE] == "3"
+    assert revision_annotations()[ct.MAX_SCALE] == "3"
 
 
 def test_roll_out_changes_the_service_template(api, knative_core, ns) -> None:

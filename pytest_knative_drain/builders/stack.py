@@ -103,6 +103,10 @@ def build_kind_stack(knative_version: str, progress: Progress = print) -> KindSt
             f"ingress: kourier {ingress.version} (serving {knative_version}): the "
             "only net-kourier version the module proxy serves here"
         )
+    notes += [
+        f"fetched without checksum-database lookup: {m} ({why})"
+        for m, why in gomod.UNVERIFIED.items()
+    ]
     images = [o.tag for o in serving.images.values()]
     images += [ingress.controller.tag, ingress.gateway.tag]
     return KindStack(

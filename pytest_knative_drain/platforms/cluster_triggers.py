@@ -1,11 +1,14 @@
 """The cluster triggers: the API calls that end a pod's life in each trigger family.
 
 Each is what an operator or a controller does, through the official client:
-scale-down sets ``min-scale``/``max-scale`` on the Revision's annotations and on its
-PodAutoscaler (the autoscaler reads the PA's; from 1.21 the revision reconciler copies
-the Revision's ``autoscaling.knative.dev/*`` annotations onto the PA, serving #16186,
-so a PA-only patch is undone there; before 1.21 it rewrites only the PA's spec, so the
-Revision patch alone would not reach the autoscaler: both are patched), rollout changes
+scale-down sets ``min-scale``/``max-scale`` on the revision's PodAutoscaler (the
+autoscaler reads the PA's annotations). Before 1.21 the revision reconciler rewrites only
+the PA's spec, so that is all; the Revision is left alone on purpose: its annotations are
+copied into the Deployment's pod template (resources/deploy.go), so patching them rolls
+every pod of the revision (seen on kind with 1.14.2, 2026-12-01: both pods replaced, not
+one scaled away). From 1.21 the reconciler copies the Revision's ``autoscaling.knative.dev/*``
+annotations onto the PA (serving #16186) and undoes a PA-only patch: there the Revision is
+patched too, and the report's pod timeline shows which pods ended (not run here). Rollout changes
 the Service template, activator triggers delete an activator pod, node drain cordons
 the node and evicts the pods of the namespace under test on it (kubectl drain's rules
 for which pods: DaemonSet and mirror pods stay). The drain is scoped to the test's
@@ -24,7 +27,13 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from .cluster import FIELD_MANAGER, SERVING_NAMESPACE, ClusterError, through_webhook
+from .cluster import (
+    FIELD_MANAGER,
+    SERVING_NAMESPACE,
+    ClusterError,
+    knative_serving_version,
+    through_webhook,
+)
 
 PA_GROUP, PA_VERSION, PA_PLURAL = "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers"
 SERVICE_LABEL = "serving.knative.dev/service"
@@ -41,9 +50,25 @@ def _ready(pod: k8s.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
-def scale_revision(api: k8s.ApiClient, namespace: str, service: str, scale: int) -> list[str]:
-    """Set min-scale = max-scale = ``scale`` on ``service``'s Revisions and PodAutoscalers."""
+#: First Knative Serving minor whose revision reconciler copies the Revision's autoscaling
+#: annotations onto its PodAutoscaler (knative/serving #16186).
+REVISION_OWNS_PA_ANNOTATIONS = (1, 21)
+
+
+def scale_revision(
+    api: k8s.ApiClient,
+    namespace: str,
+    service: str,
+    scale: int,
+    serving_version: str | None = None,
+) -> list[str]:
+    """Set min-scale = max-scale = ``scale`` on ``service``'s PodAutoscalers, and on their
+    Revisions too when ``serving_version`` (detected when None) is 1.21 or newer."""
     custom = k8s.CustomObjectsApi(api)
+    if serving_version is None:
+        serving_version = knative_serving_version(api)[0]
+    minor = tuple(int(p) for p in (serving_version or "0.0").split(".")[:2])
+    patch_revision = minor >= REVISION_OWNS_PA_ANNOTATIONS
     listed = custom.list_namespaced_custom_object(
         PA_GROUP, PA_VERSION, namespace, PA_PLURAL, label_selector=f"{SERVICE_LABEL}={service}"
     )
@@ -55,12 +80,13 @@ def scale_revision(api: k8s.ApiClient, namespace: str, service: str, scale: int)
         )
     body = {"metadata": {"annotations": {MIN_SCALE: str(scale), MAX_SCALE: str(scale)}}}
     for name in names:  # a PA is named after its Revision
-        through_webhook(
-            lambda name=name: custom.patch_namespaced_custom_object(
-                "serving.knative.dev", "v1", namespace, "revisions", name, body
-            ),
-            f"patch Revision {namespace}/{name}",
-        )
+        if patch_revision:
+            through_webhook(
+                lambda name=name: custom.patch_namespaced_custom_object(
+                    "serving.knative.dev", "v1", namespace, "revisions", name, body
+                ),
+                f"patch Revision {namespace}/{name}",
+            )
         through_webhook(
             lambda name=name: custom.patch_namespaced_custom_object(
                 PA_GROUP, PA_VERSION, namespace, PA_PLURAL, name, body

@@ -375,7 +375,7 @@ def _check_kept_cluster(
     nodes = cluster.nodes()
     want = 1 + workers
     problems = []
-    if len(nodes) != want:
+    if len(nodes) < want:  # more workers than needed change nothing a case relies on
         problems.append(f"{len(nodes)} node(s), this run needs {want} (workers={workers})")
     client = docker.from_env(timeout=30)
     try:
