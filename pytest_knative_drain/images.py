@@ -12,26 +12,33 @@ an image whose label matches is reused, so a second provisioning does no work.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 from docker.models.images import Image
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from .docker_engine import DockerEngineInfo, apt_install, docker_client, ensure_engine, state_dir
+from .builders.rootfs import (
+    LABEL_INPUTS,
+    LABEL_KIND,
+    ImageOutcome,
+    ImagesError,
+    cached_image,
+    debian_mirror,
+    ensure_rootfs_image,
+    inputs_hash,
+)
+from .builders.rootfs import outcome as _outcome
+from .docker_engine import DockerEngineInfo, docker_client, ensure_engine
 
 __all__ = [
     "APP_REPO",
@@ -53,11 +60,7 @@ __all__ = [
 BASE_IMAGE = "knative-drain/base:bookworm"
 QUEUE_PROXY_REPO = "knative-drain/queue-proxy"
 APP_REPO = "knative-drain/app"
-SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "gunicorn", "python3-flask", "golang-go")
-DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
-LABEL_INPUTS = "knative-drain.inputs"
-LABEL_KIND = "knative-drain.kind"
 # Bump a recipe number when the way an image is made changes: its cache entries expire.
 BASE_RECIPE = 1
 QUEUE_PROXY_RECIPE = 1
@@ -74,21 +77,6 @@ ENTRYPOINT ["/ko-app/queue"]
 """
 
 Progress = Callable[[str], None]
-
-
-class ImagesError(RuntimeError):
-    """An image could not be made; the message says which step and why."""
-
-
-@dataclass(frozen=True)
-class ImageOutcome:
-    """One provisioned image: its tag, ID, whether the cache had it, and its labels."""
-
-    tag: str
-    image_id: str
-    cached: bool
-    seconds: float
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,31 +121,6 @@ class ProvisionResult:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def inputs_hash(*parts: Any) -> str:
-    """A stable hash of an image's inputs (JSON-serialisable parts; bytes by their digest)."""
-    norm = [hashlib.sha256(p).hexdigest() if isinstance(p, bytes) else p for p in parts]
-    return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def cached_image(client: docker.DockerClient, tag: str, digest: str) -> Image | None:
-    """The image ``tag`` if it exists and was made from the inputs hashed as ``digest``."""
-    try:
-        image = client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return None
-    return image if (image.labels or {}).get(LABEL_INPUTS) == digest else None
-
-
-def _outcome(image: Image, tag: str, cached: bool, started: float) -> ImageOutcome:
-    return ImageOutcome(
-        tag=tag,
-        image_id=image.id,
-        cached=cached,
-        seconds=time.monotonic() - started,
-        labels=dict(image.labels or {}),
-    )
-
-
 def _build(
     client: docker.DockerClient,
     *,
@@ -187,148 +150,14 @@ def _build(
     return image
 
 
-def _run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict[str, str] | None = None):
-    """Run a command; on failure raise ImagesError naming ``what`` with its output tail."""
-    try:
-        return subprocess.run(
-            cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=1800
-        )
-    except FileNotFoundError:
-        raise ImagesError(f"{what}: {cmd[0]} is not installed") from None
-    except subprocess.CalledProcessError as exc:
-        tail = (exc.stderr or exc.stdout or "")[-1500:]
-        raise ImagesError(
-            f"{what} failed (exit {exc.returncode}): {' '.join(cmd)}\n{tail}"
-        ) from exc
-    except subprocess.TimeoutExpired:
-        raise ImagesError(f"{what} timed out after 1800 s: {' '.join(cmd)}") from None
-
-
 # --- base image --------------------------------------------------------------------------
-
-
-def debian_mirror(sources: Path = DEBIAN_SOURCES, suite: str = SUITE) -> str:
-    """The Debian mirror this machine uses (``URIs:`` of the deb822 stanza serving ``suite``).
-
-    Read at run time, never stored: each machine reaches Debian through its own mirror.
-    """
-    try:
-        text = sources.read_text()
-    except OSError as exc:
-        raise ImagesError(
-            f"cannot read the Debian mirror from {sources} ({exc.strerror}); "
-            "the offline base image is made with debootstrap from this machine's mirror"
-        ) from None
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line or line[:1].isspace():
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
-        if suite in fields.get("suites", "").split() and fields.get("uris"):
-            return fields["uris"].split()[0]
-    raise ImagesError(f"{sources} has no stanza with 'Suites: {suite}' and a 'URIs:' line")
-
-
-def _unmount_under(root: Path) -> None:
-    """Lazily unmount anything a failed debootstrap left mounted inside ``root``."""
-    prefix = str(root.resolve()) + "/"
-    with contextlib.suppress(OSError):
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
-            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-
-
-@contextlib.contextmanager
-def _rootfs_dir() -> Iterator[Path]:
-    parent = "/var/tmp" if Path("/var/tmp").is_dir() else None  # not a RAM-backed /tmp
-    root = Path(tempfile.mkdtemp(prefix="knative-drain-rootfs-", dir=parent))
-    try:
-        yield root
-    finally:
-        _unmount_under(root)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@retry(
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=5, max=30),
-    retry=retry_if_exception_type(ImagesError),
-    reraise=True,
-)
-def _debootstrap(root: Path, mirror: str, log: Path) -> None:
-    _unmount_under(root)
-    for child in root.iterdir():  # a failed try leaves a partial tree
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    cmd = [
-        "debootstrap",
-        "--variant=minbase",
-        f"--include={','.join(BASE_PACKAGES)}",
-        SUITE,
-        str(root),
-        mirror,
-    ]
-    with log.open("w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise ImagesError(f"debootstrap failed (exit {code}); log {log}:\n{tail}")
 
 
 def ensure_base_image(client: docker.DockerClient, progress: Progress = print) -> ImageOutcome:
     """``knative-drain/base:bookworm`` by debootstrap, unless one of the same inputs exists."""
-    started = time.monotonic()
-    digest = inputs_hash("base", BASE_RECIPE, SUITE, "minbase", sorted(BASE_PACKAGES))
-    image = cached_image(client, BASE_IMAGE, digest)
-    if image is not None:
-        return _outcome(image, BASE_IMAGE, True, started)
-    mirror = debian_mirror()
-    if shutil.which("debootstrap") is None:
-        progress("installing debootstrap (apt-get)")
-        try:
-            apt_install("debootstrap")
-        except (subprocess.CalledProcessError, OSError) as exc:
-            raise ImagesError(
-                f"debootstrap is missing and apt-get install debootstrap failed: {exc}"
-            ) from None
-    progress(f"debootstrap {SUITE} minbase + {', '.join(BASE_PACKAGES)} (about a minute)")
-    labels = {LABEL_INPUTS: digest, LABEL_KIND: "base", "knative-drain.suite": SUITE}
-    changes = [
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "ENV LANG=C.UTF-8",
-        *(f"LABEL {key}={value}" for key, value in labels.items()),
-    ]
-    with _rootfs_dir() as root:
-        _debootstrap(root, mirror, state_dir() / "debootstrap.log")
-        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):  # ~100 MB of .debs
-            for path in (root / leftover).glob("*"):
-                if path.is_file():
-                    path.unlink()
-        with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
-            assert tar.stdout is not None
-            chunks = iter(lambda: tar.stdout.read(1 << 20), b"")  # type: ignore[union-attr]
-            try:
-                client.api.import_image(
-                    src=chunks,
-                    repository=BASE_IMAGE.split(":")[0],
-                    tag=BASE_IMAGE.split(":")[1],
-                    changes=changes,
-                    stream_src=True,
-                )
-            finally:
-                tar.stdout.close()
-            if tar.wait() != 0:  # a truncated import must not pass for a cached base
-                with contextlib.suppress(docker.errors.APIError):
-                    client.images.remove(BASE_IMAGE, force=True)
-                raise ImagesError(f"tar of the root filesystem failed (exit {tar.returncode})")
-    image = client.images.get(BASE_IMAGE)
-    if (image.labels or {}).get(LABEL_INPUTS) != digest:
-        raise ImagesError(f"docker import did not label {BASE_IMAGE} as expected")
-    return _outcome(image, BASE_IMAGE, False, started)
+    return ensure_rootfs_image(
+        client, BASE_IMAGE, BASE_PACKAGES, kind="base", recipe=BASE_RECIPE, progress=progress
+    )
 
 
 # --- queue-proxy -------------------------------------------------------------------------
@@ -353,70 +182,25 @@ def check_versions(serving_version: str, go_module_version: str) -> None:
         )
 
 
-def _go() -> str:
-    found = shutil.which("go") or (
-        "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
-    )
-    if found is None:
-        raise ImagesError(
-            "no queue-proxy image could be pulled and Go is not installed to build one: "
-            "install Go >= 1.22 (https://go.dev/dl/) and put `go` on PATH"
-        )
-    return found
-
-
-@retry(
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=3, max=20),
-    retry=retry_if_exception_type(ImagesError),
-    reraise=True,
-)
-def _go_mod_download(go: str, module: str, cwd: Path, env: dict[str, str]) -> Path:
-    done = _run(
-        [go, "mod", "download", "-json", module], what=f"go mod download {module}", cwd=cwd, env=env
-    )
-    info = json.loads(done.stdout)
-    if info.get("Error") or not info.get("Dir"):
-        raise ImagesError(f"go mod download {module}: {info.get('Error', 'no Dir in answer')}")
-    return Path(info["Dir"])
-
-
-@retry(
-    stop=stop_after_attempt(2),
-    wait=wait_exponential(multiplier=3, max=20),
-    retry=retry_if_exception_type(ImagesError),
-    reraise=True,
-)
-def _go_build_queue(go: str, src: Path, env: dict[str, str]) -> None:
-    _run(
-        [go, "build", "-mod=mod", "-trimpath", "-o", "queue", "./cmd/queue"],
-        what="go build ./cmd/queue",
-        cwd=src,
-        env={**env, "CGO_ENABLED": "0"},
-    )
-
-
 def build_queue_binary(go_module_version: str, workdir: Path) -> tuple[Path, str]:
     """Build Knative's ``cmd/queue`` from the module source: (binary path, its Go version).
 
     ``go install module@version`` is refused (serving's go.mod has replace directives), so
-    the module is downloaded, copied out of the read-only module cache and built in place;
-    the module zip ships an empty vendor/modules.txt, hence ``-mod=mod``.
+    the module is downloaded, copied out of the read-only module cache and built in place
+    (module mode: the zip ships an empty vendor/modules.txt).
     """
-    go = _go()
-    env = {**os.environ, "GOFLAGS": "-mod=mod"}
-    cache_dir = _go_mod_download(go, f"{SERVING_MODULE}@{go_module_version}", workdir, env)
-    src = workdir / "serving"
-    shutil.copytree(cache_dir, src, symlinks=True)
-    for dirpath, _dirs, files in os.walk(src):
-        os.chmod(dirpath, 0o755)
-        for name in files:
-            path = os.path.join(dirpath, name)
-            os.chmod(path, os.stat(path).st_mode | 0o200)
-    _go_build_queue(go, src, env)
-    binary = src / "queue"
-    version = _run([go, "version", str(binary)], what="go version of the binary").stdout
-    return binary, version.rsplit(":", 1)[-1].strip()
+    from .builders import gomod
+
+    try:
+        info = gomod.download(SERVING_MODULE, go_module_version)
+        src = gomod.writable_copy(Path(info["Dir"]), workdir / "serving")
+        gomod.build({"./cmd/queue": "queue"}, src, cwd=src)
+        binary = src / "queue"
+        return binary, gomod.go_version_of(binary)
+    except gomod.GoBuildError as exc:
+        raise ImagesError(
+            f"no queue-proxy image could be pulled and building one failed: {exc}"
+        ) from None
 
 
 def ensure_queue_proxy_image(
