@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     prov.set_defaults(func=cmd_provision)
 
     clean = sub.add_parser(
-        "cleanup", help="remove kind clusters, containers and namespaces runs left behind"
+        "cleanup",
+        help="remove kind clusters, containers and namespaces runs left behind (run it when "
+        "no run is in progress: a live run's namespace carries the same label)",
     )
     clean.add_argument(
         "--cluster-prefix", default="knative-drain", help="kind clusters named so are removed"
