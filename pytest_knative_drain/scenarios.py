@@ -454,8 +454,9 @@ CONFIGS: dict[str, KnativeConfig] = {
         ),
         KnativeConfig(
             "single-replica",
-            "one revision pod (min/max-scale 1): killing it leaves nothing to take over "
-            "until a new pod is Ready",
+            "one revision pod (min/max-scale 1): every request in flight on it is cut; on "
+            "Knative the activator buffers new ones until a replacement is Ready, so the "
+            "catch is the cut requests (twice as many as with two pods on kind, 2026-12-01)",
             platforms=CLUSTER,
             scenarios=("pod-kill",),
             scale=1,
@@ -463,8 +464,9 @@ CONFIGS: dict[str, KnativeConfig] = {
         ),
         KnativeConfig(
             "single-activator",
-            "one activator pod (the HPA's default minReplicas 1): killing it leaves no "
-            "activator until a new one is Ready",
+            "one activator pod (the HPA's default minReplicas 1): every request it proxies "
+            "is cut; the ServerlessService then serves the pods directly until a new one is "
+            "Ready, so the catch is the cut requests (twice as many as with two on kind)",
             platforms=CLUSTER,
             scenarios=("activator-kill",),
             activator_replicas=1,
