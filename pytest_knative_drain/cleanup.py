@@ -1,9 +1,10 @@
 """``knative-drain cleanup``: remove what kept or interrupted runs left behind.
 
 Kept on purpose by ``--keep-cluster`` / ``--keep`` or left by a run killed with SIGKILL:
-kind clusters named with the prefix, the local platform's containers (label
-``knative-drain.run``), and the namespaces runs made (same label) on reachable kind
-clusters and in the current kubeconfig context. Nothing without our name or label goes.
+kind clusters named ``<prefix>`` or ``<prefix>-...``, the containers of the local platform
+and of node-image builds (label ``knative-drain.run``), and the namespaces runs made (same
+label) in the current kubeconfig context. Nothing without our name or label goes; run it
+when no run is in progress (a live run's namespace and containers carry the label too).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ RUN_LABEL = "knative-drain.run"
 def _kind_binary() -> Path | None:
     import shutil
 
-    found = sorted((state_dir() / "bin").glob("kind-v*/kind"))
-    if found:
-        return found[-1]
+    from .builders.kind_cli import KIND_VERSION
+
+    built = state_dir() / "bin" / f"kind-{KIND_VERSION}" / "kind"
+    if built.is_file():
+        return built
     on_path = shutil.which("kind")
     return Path(on_path) if on_path else None
 
@@ -54,7 +57,11 @@ def cleanup(cluster_prefix: str = "knative-drain", dry_run: bool = False) -> lis
 
     done: list[str] = []
     kind = _kind_binary()
-    clusters = [c for c in _kind_clusters(kind) if c.startswith(cluster_prefix)] if kind else []
+    clusters = [
+        c
+        for c in (_kind_clusters(kind) if kind else [])
+        if c == cluster_prefix or c.startswith(f"{cluster_prefix}-")
+    ]
     for api, ns in _namespaces(None, None):
         done.append(f"namespace {ns} (current context)")
         if not dry_run:

@@ -38,7 +38,9 @@ class PrivilegedRuntimeError(RuntimeError):
 def _interpreter() -> str:
     """The system Python when there is one: a virtualenv's may be deleted, and a shim whose
     interpreter is gone would stop every container on the host."""
-    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    if Path("/usr/bin/python3").exists():
+        return "/usr/bin/python3"
+    return getattr(sys, "_base_executable", sys.executable)  # never a virtualenv's
 
 
 def shim_source(real_runc: str, interpreter: str | None = None) -> str:
@@ -100,7 +102,12 @@ def ensure_privileged_runtime(progress: Callable[[str], None] = print) -> str | 
     config.setdefault("runtimes", {})[RUNTIME_NAME] = {"path": str(SHIM_PATH)}
     config["default-runtime"] = RUNTIME_NAME
     DAEMON_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DAEMON_JSON.write_text(json.dumps(config, indent=2) + "\n")
+    backup = DAEMON_JSON.with_name(DAEMON_JSON.name + ".knative-drain.bak")
+    if DAEMON_JSON.exists() and not backup.exists():  # the operator's own, kept once
+        backup.write_bytes(DAEMON_JSON.read_bytes())
+    staged = DAEMON_JSON.with_name(DAEMON_JSON.name + ".knative-drain.tmp")
+    staged.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(staged, DAEMON_JSON)
     _reload_dockerd()
     return account
 

@@ -81,10 +81,20 @@ def bounding_set(status: str | None = None) -> frozenset[str]:
     raise ValueError("no CapBnd line in /proc/self/status")
 
 
-def missing_capabilities(status: str | None = None) -> list[str]:
-    """Capabilities Docker asks for privileged containers that this host cannot grant."""
+def last_capability(path: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
+    """The highest capability bit this kernel knows (older kernels lack PERFMON, BPF...)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return len(CAPABILITIES) - 1
+
+
+def missing_capabilities(status: str | None = None, last: int | None = None) -> list[str]:
+    """Capabilities this kernel knows (Docker asks for those) that the host cannot grant."""
     have = bounding_set(status)
-    return [f"CAP_{n}" for n in CAPABILITIES if f"CAP_{n}" not in have]
+    last = last_capability() if last is None else last
+    known = CAPABILITIES[: last + 1]
+    return [f"CAP_{n}" for n in known if f"CAP_{n}" not in have]
 
 
 def filter_process(process: dict, allowed: frozenset[str]) -> list[str]:

@@ -24,6 +24,12 @@ def test_bounding_set_and_missing_capabilities() -> None:
     assert runc_bounded_caps.missing_capabilities(STATUS) == ["CAP_SYS_RESOURCE"]
     full = STATUS.replace("000001fffeffffff", "000001ffffffffff")
     assert runc_bounded_caps.missing_capabilities(full) == []
+    # a kernel that knows capabilities up to AUDIT_READ (37): Docker asks for no more, so a
+    # bounding set ending there is full, and the shim is not needed
+    old_kernel = STATUS.replace("000001fffeffffff", "0000003fffffffff")
+    assert runc_bounded_caps.missing_capabilities(old_kernel, last=37) == []
+    assert runc_bounded_caps.missing_capabilities(old_kernel, last=40) == [
+        "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"]  # fmt: skip
 
 
 def test_shim_filters_create_and_exec_specs(tmp_path) -> None:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -207,10 +208,20 @@ def ensure_node_base(
     )
 
 
-def _docker(*args: str, stdin: int | None = None, timeout: float = 600) -> str:
-    done = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False, stdin=stdin
-    )
+def _docker(*args: str, stdin: Any = None, timeout: float = 600) -> str:
+    try:
+        done = subprocess.run(
+            ["docker", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=stdin,
+        )
+    except subprocess.TimeoutExpired:
+        raise ImagesError(
+            f"docker {' '.join(args[:3])}: no answer within {timeout:.0f} s"
+        ) from None
     if done.returncode != 0:
         raise ImagesError(f"docker {' '.join(args[:3])} failed: {done.stderr.strip()[-800:]}")
     return done.stdout
@@ -242,7 +253,18 @@ def ensure_node_image(
     name = f"knative-drain-nodebuild-{uuid.uuid4().hex[:8]}"
     progress(f"{tag}: Kubernetes {versions.kubernetes} into the node, {len(refs)} images preloaded")
     _docker(
-        "run", "-d", "--name", name, "--privileged", "--entrypoint", "sleep", base.tag, "infinity"
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--privileged",
+        "--entrypoint",
+        "sleep",
+        # knative-drain cleanup finds a build container a killed run left behind
+        "--label",
+        "knative-drain.run=node-image-build",
+        base.tag,
+        "infinity",
     )
     try:
         for binary in ("kubelet", "kubeadm", "kubectl"):

@@ -28,6 +28,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from ..docker_engine import apt_install, state_dir
 
 SUITE = "bookworm"
+DEBOOTSTRAP_TIMEOUT_S = 1800
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 LABEL_INPUTS = "knative-drain.inputs"
 LABEL_KIND = "knative-drain.kind"
@@ -148,7 +149,18 @@ def debootstrap(root: Path, packages: Sequence[str], log: Path, mirror: str | No
         mirror or debian_mirror(),
     ]
     with log.open("w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        try:
+            code = subprocess.run(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=DEBOOTSTRAP_TIMEOUT_S,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise ImagesError(
+                f"debootstrap: no end within {DEBOOTSTRAP_TIMEOUT_S} s (mirror stuck?); log {log}"
+            ) from None
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise ImagesError(f"debootstrap failed (exit {code}); log {log}:\n{tail}")

@@ -20,6 +20,7 @@ Which pods then terminate is decided by Knative and Kubernetes; the pod watch se
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -67,7 +68,8 @@ def scale_revision(
     custom = k8s.CustomObjectsApi(api)
     if serving_version is None:
         serving_version = knative_serving_version(api)[0]
-    minor = tuple(int(p) for p in (serving_version or "0.0").split(".")[:2])
+    found = re.match(r"v?(\d+)\.(\d+)", serving_version or "")
+    minor = (int(found[1]), int(found[2])) if found else (0, 0)  # unknown: the PA alone
     patch_revision = minor >= REVISION_OWNS_PA_ANNOTATIONS
     listed = custom.list_namespaced_custom_object(
         PA_GROUP, PA_VERSION, namespace, PA_PLURAL, label_selector=f"{SERVICE_LABEL}={service}"

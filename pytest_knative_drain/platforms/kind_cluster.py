@@ -13,7 +13,9 @@ node's address on kind's Docker network (all nodes share one L2 segment).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +82,8 @@ class KindCluster:
             self._run(args, CREATE_TIMEOUT_S, f"kind create cluster {self.name}")
         except ClusterError as exc:  # --retain keeps the nodes for the logs; then delete
             logs = self.export_logs()
-            self.delete()
+            with contextlib.suppress(ClusterError):  # the create error is the one to report
+                self.delete()
             raise ClusterError(f"{exc}{f' (node logs: {logs})' if logs else ''}") from None
 
     def export_logs(self) -> str | None:
@@ -91,6 +94,7 @@ class KindCluster:
         try:
             self._run(["export", "logs", where, "--name", self.name], 180, "kind export logs")
         except ClusterError:
+            shutil.rmtree(where, ignore_errors=True)
             return None
         return where
 
@@ -110,14 +114,24 @@ class KindCluster:
 
     def delete(self) -> None:
         self._run(
-            ["delete", "cluster", "--name", self.name],
+            ["delete", "cluster", "--name", self.name, *self._kubeconfig_args()],
             DELETE_TIMEOUT_S,
             f"kind delete cluster {self.name}",
         )
 
 
 def _docker_exec(node: str, script: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
+    try:
+        done = _exec(node, script, stdin)
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"pod network on node {node}: docker exec timed out") from None
+    if done.returncode != 0:
+        raise ClusterError(f"pod network on node {node}: {done.stderr.strip()[-400:]}")
+    return done.stdout
+
+
+def _exec(node: str, script: str, stdin: str | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["docker", "exec", "-i", node, "sh", "-euc", script],
         input=stdin,
         capture_output=True,
@@ -125,9 +139,6 @@ def _docker_exec(node: str, script: str, stdin: str | None = None) -> str:
         timeout=60,
         check=False,
     )
-    if done.returncode != 0:
-        raise ClusterError(f"pod network on node {node}: {done.stderr.strip()[-400:]}")
-    return done.stdout
 
 
 def cni_config(pod_cidr: str) -> str:
