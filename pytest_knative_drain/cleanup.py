@@ -14,8 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .docker_engine import engine_answers, state_dir
-
-RUN_LABEL = "knative-drain.run"
+from .platforms.cluster import RUN_LABEL  # namespaces and containers of runs carry it
 
 
 def _kind_binary() -> Path | None:

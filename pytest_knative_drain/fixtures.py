@@ -49,26 +49,26 @@ def _registry_images(options: DrainOptions) -> dict[str, str]:
     return cluster_app_refs(options.app_registry, list(APPS)) if options.app_registry else {}
 
 
-def _workers(session: pytest.Session) -> int:
-    """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
-    needed = [0]
+def _selected_params(session: pytest.Session) -> Iterator[dict[str, Any]]:
+    """The parameters of every selected, not-skipped test (what the platform must serve)."""
     for item in session.items:
         callspec = getattr(item, "callspec", None)
-        case = callspec.params.get("drain_case") if callspec is not None else None
-        if isinstance(case, Case) and not item.get_closest_marker("skip"):
-            needed.append(case.scenario.workers)
-    return max(needed)
+        if callspec is not None and not item.get_closest_marker("skip"):
+            yield callspec.params
+
+
+def _workers(session: pytest.Session) -> int:
+    """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
+    cases = [p.get("drain_case") for p in _selected_params(session)]
+    return max([0] + [c.scenario.workers for c in cases if isinstance(c, Case)])
 
 
 def _apps(session: pytest.Session) -> list[str]:
     """The fixture apps the selected cases run (kind loads only those into its nodes)."""
     needed: set[str] = set()
-    for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or item.get_closest_marker("skip"):
-            continue
-        case = callspec.params.get("drain_case")
-        app = case.app if isinstance(case, Case) else callspec.params.get("drain_app")
+    for params in _selected_params(session):
+        case = params.get("drain_case")
+        app = case.app if isinstance(case, Case) else params.get("drain_app")
         if isinstance(app, str) and app in APPS:
             needed.add(app)
     return sorted(needed)
