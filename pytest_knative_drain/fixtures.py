@@ -12,6 +12,7 @@ import pytest
 
 from . import plugin
 from .options import DrainOptions
+from .platforms.pod import InfrastructureError
 from .runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 from .scenarios import APPS, CONFIGS, DEFAULT_CONFIG, SCENARIOS, TRIGGERS, Case, FixtureApp
 
@@ -141,6 +142,40 @@ def drain_platform(
         platform.close()
 
 
+@pytest.fixture(scope="session")
+def _drain_preflight(
+    drain_platform: object, drain_options: DrainOptions, request: pytest.FixtureRequest
+) -> None:
+    """Once, before the first case: every app the selected cases run serves the fixture
+    contract on the platform, else the session ends here in one line.
+
+    ``pytest.exit``, not a failed fixture: a session fixture's failure is repeated as an
+    error on every case; this is said once, the session fixtures still tear down (nothing
+    left behind) and the evidence writers still run. Exit code 4 (usage error) when it is
+    ``--app-image``'s fault, as for its other checks; 1 when the platform's (queue-proxy,
+    Docker) or a fixture app's. Local only: on a cluster each case's readiness wait says it.
+    """
+    if drain_options.platform != "local":
+        return
+    from .preflight import check_local, session_line
+
+    config = request.config
+    custom = drain_options.app_image is not None
+    apps = ["custom"] if custom else _apps(request.session)
+    started = time.monotonic()
+    for app in apps:
+        problem = check_local(drain_platform, app, drain_options.app_image if custom else None)
+        if problem is not None:
+            line = session_line(problem, custom, drain_options.platform)
+            config.stash[plugin.REPORT_KEY].environment["preflight"] = f"failed: {line}"
+            usage = custom and problem.culprit == "app"
+            pytest.exit(line, returncode=pytest.ExitCode.USAGE_ERROR if usage else 1)
+    took = time.monotonic() - started
+    done = f"{', '.join(apps)} served GET /?sleep=0 through queue-proxy ({took:.1f} s)"
+    config.stash[plugin.REPORT_KEY].environment["preflight"] = done
+    _say(config, f"contract preflight: {done}")
+
+
 def _say(config: pytest.Config, message: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -202,7 +237,11 @@ class Drain:
             result = self._execute(case)
         except ClusterConfigRefused as exc:
             skip = str(exc)
-        except (*_infrastructure_errors(), TriggerError) as exc:
+        except (InfrastructureError, *_infrastructure_errors()) as exc:
+            # the platform failed under the case: no verdict, said as such, in the report too
+            failure = f"infrastructure: {case.id}: {exc}"
+            self.config.stash[plugin.REPORT_KEY].add_error(case.id, failure)
+        except TriggerError as exc:
             failure = f"{case.id}: {exc}"
         if skip:  # outside the except blocks: no exception chain in the output
             pytest.skip(skip)
@@ -254,6 +293,7 @@ class Drain:
 @pytest.fixture
 def drain(
     drain_platform: object,
+    _drain_preflight: None,
     drain_app: AppUnderTest,
     drain_options: DrainOptions,
     pytestconfig: pytest.Config,

@@ -58,11 +58,16 @@ class DrainReport:
     def __init__(self, options: DrainOptions) -> None:
         self.options = options
         self.results: list[ScenarioResult] = []
+        self.errors: list[dict[str, str]] = []  # cases the platform failed under: no verdict
         self.environment: dict[str, Any] = {}  # platform facts: versions, ingress, images
         self.started = dt.datetime.now(dt.timezone.utc)
 
     def add(self, result: ScenarioResult) -> None:
         self.results.append(result)
+
+    def add_error(self, case: str, message: str) -> None:
+        """A case that ended in an infrastructure error: it has no verdict."""
+        self.errors.append({"case": case, "error": message})
 
     def facts(self) -> dict[str, Any]:
         """Platform facts with explicit "unknown" values (None / 'none'), never missing keys."""
@@ -102,6 +107,7 @@ class DrainReport:
             "verdict": self.verdict,
             "totals": self.totals(),
             "scenarios": [scenario_dict(r) for r in self.results],
+            "infrastructure_errors": self.errors,
         }
 
     def knative(self, version: str) -> dict[str, Any]:
@@ -126,8 +132,11 @@ class DrainReport:
 
     @property
     def verdict(self) -> str:
-        """pass when every scenario met its expectation (negative controls caught)."""
-        return "pass" if all(r.expectation_met for r in self.results) else "fail"
+        """pass when every scenario met its expectation (negative controls caught);
+        incomplete when none failed but the platform failed under some case."""
+        if not all(r.expectation_met for r in self.results):
+            return "fail"
+        return "incomplete" if self.errors else "pass"
 
     def totals(self) -> dict[str, Any]:
         """Counts per class and signature over every scenario of the run."""
@@ -159,6 +168,7 @@ class DrainReport:
                 f"{s.upstream_sli:>6.3f} {gone:>6} {r.duration_s:>6.1f} {r.expected_label:>6} "
                 f"{'OK' if r.expectation_met else 'FAIL':>6}  {_failures_short(r) or '-'}"
             )
+        lines += [f"{e['case']:64} {'ERROR':>52}  {e['error']}" for e in self.errors]
         return lines
 
     def to_markdown(self, data: dict[str, Any] | None = None) -> str:

@@ -8,6 +8,11 @@ at t0 SIGTERM to queue-proxy and, in parallel, the user container's preStop
 ``GET :8022/wait-for-drain``; when it returns, SIGTERM to the app with the rest
 of the grace period (at least 2 s, kubelet's minimum); SIGKILL whatever still
 runs when its grace ends. Grace = the revision's timeoutSeconds (deploy.go).
+
+A pod whose container is removed by someone else, or whose Docker engine goes away
+(dockerd stopped or restarted), mid-case ends with :class:`InfrastructureError` from
+``wait_gone``: seen where it happens (a Docker events watch, NotFound or a lost
+connection on kill/wait/inspect), never judged as the app's draining.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 from docker.models.containers import Container
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario, Trigger
-from .pod import PodEvent, Termination
+from .pod import InfrastructureError, PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012
 QUEUE_ADMIN_PORT = 8022  # networking.QueueAdminPort
@@ -42,12 +48,37 @@ DRAIN_PATH = "/wait-for-drain"  # queue.RequestQueueDrainPath
 KUBELET_MIN_GRACE_S = 2.0  # kubelet's minimumGracePeriodInSeconds after a preStop
 PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy readiness
 LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
+READY_TIMEOUT_S = 60.0  # how long a pod may take to answer queue-proxy's readiness probe
+REMOVE_RETRY_S = 30.0  # how long removal waits for an engine that is restarting
 # the docker SDK's container.wait(timeout=...) times out with requests' exceptions
 _WAIT_TIMEOUT = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A wait that ran out of time (requests' read timeout, sometimes wrapped in a
+    ConnectionError "Read timed out."); any other ConnectionError: the engine is gone."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(
+        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
+    )
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class LocalPlatformError(RuntimeError):
     """The emulated pod could not be created or never became ready."""
+
+
+class PodStartError(LocalPlatformError):
+    """One container of the pod (``role``) could not be created or did not get ready."""
+
+    def __init__(self, role: str, message: str) -> None:
+        super().__init__(message)
+        self.role = role
 
 
 @dataclass(frozen=True)
@@ -134,6 +165,10 @@ class LocalPod:
         self._ports: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self.fault: str | None = None  # the first way the platform failed under the pod
+        self._closing = False  # our own removal: its events and errors are no fault
+        self._watcher: threading.Thread | None = None
+        self._event_stream: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalPod:
@@ -160,16 +195,42 @@ class LocalPod:
             "knative-drain.role": role,
             "knative-drain.owner-pid": str(os.getpid()),
         }
-        container = self.client.containers.create(
-            image, name=f"{self.name}-{role}", labels=labels, **kwargs
-        )
+        try:
+            container = self.client.containers.create(
+                image, name=f"{self.name}-{role}", labels=labels, **kwargs
+            )
+        except docker.errors.ImageNotFound:
+            raise PodStartError(
+                role,
+                f"{role}: image {image} is not on this Docker engine (docker pull or build it)",
+            ) from None
+        except docker.errors.APIError as exc:  # e.g. 400 "No command specified"
+            raise PodStartError(
+                role,
+                f"{role}: Docker cannot create a container of {image}: "
+                f"{exc.explanation or exc} (HTTP {exc.status_code})",
+            ) from None
         self._containers[role] = container  # registered before start: removed even if it fails
-        container.start()
+        try:
+            container.start()
+        except docker.errors.APIError as exc:  # e.g. the command is not in the image
+            raise PodStartError(
+                role, f"{role}: Docker cannot start {image}: {exc.explanation or exc}"
+            ) from None
         return container
 
-    def start(self, ready_timeout_s: float = 60.0) -> None:
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
         """Create the pod and wait until queue-proxy reports ready to a kubelet-style probe."""
+        try:
+            self._start(ready_timeout_s)
+        except requests.exceptions.ConnectionError as exc:
+            raise InfrastructureError(
+                self._fault(f"Docker engine unreachable while starting the pod: {_line(exc)}")
+            ) from None
+
+    def _start(self, ready_timeout_s: float) -> None:
         self.event("scheduled")
+        self._watch_engine()
         ports = {f"{p}/tcp": ("127.0.0.1", None) for p in (QUEUE_SERVING_PORT, QUEUE_ADMIN_PORT)}
         pause = self._run(
             "pause",
@@ -204,12 +265,13 @@ class LocalPod:
             self._wait_ready(ready_timeout_s)
         except RetryError as exc:
             self.collect_logs()
-            raise LocalPlatformError(
+            raise PodStartError(
+                "user-container",
                 f"pod {self.name} never became ready within {ready_timeout_s:.0f} s "
                 f"(queue-proxy probe on 127.0.0.1:{self.url_port}); last error: "
                 f"{exc.last_attempt.exception()}; queue-proxy log tail: "
                 f"{self.logs.get('queue-proxy', '')[-500:]!r}; app log tail: "
-                f"{self.logs.get('user-container', '')[-500:]!r}"
+                f"{self.logs.get('user-container', '')[-500:]!r}",
             ) from None
         self.event("ready")
 
@@ -221,15 +283,91 @@ class LocalPod:
         )
         def probe() -> None:
             for role, c in self._containers.items():
-                c.reload()
+                self._reload(role)
                 if c.status == "exited":
-                    raise LocalPlatformError(f"{role} exited before the pod became ready")
+                    raise PodStartError(
+                        role, f"{role} exited before the pod became ready: {self.state(role)}"
+                    )
             request = urllib.request.Request(self.url + "/", headers=dict([PROBE_HEADER]))
             with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
                 if response.status != 200:
                     raise OSError(f"probe answered {response.status}")
 
         probe()
+
+    def _reload(self, role: str) -> None:
+        """Refresh a container's state; one that vanished or an engine that is gone is an
+        :class:`InfrastructureError` (recorded as the pod's fault)."""
+        try:
+            self._containers[role].reload()
+        except docker.errors.NotFound:
+            raise InfrastructureError(
+                self._fault(f"{role} container removed by someone else")
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise InfrastructureError(
+                self._fault(f"Docker engine unreachable: {_line(exc)}")
+            ) from None
+
+    def state(self, role: str, tail: int = 300) -> str:
+        """``role``'s state in one line: running, or its exit code, then its log tail."""
+        container = self._containers.get(role)
+        if container is None:
+            return f"{role} was never created"
+        try:
+            container.reload()
+            code = container.attrs.get("State", {}).get("ExitCode")
+            logs = container.logs(tail=20).decode(errors="replace")
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:
+            return f"{role} state unknown ({_line(exc)})"
+        how = "running" if container.status == "running" else f"exit code {code}"
+        return f"{how}, log tail {logs.strip()[-tail:]!r}"
+
+    def _fault(self, what: str) -> str:
+        """Record the first way the platform failed under this pod (unless we are removing it)."""
+        with self._lock:
+            first = self.fault is None and not self._closing
+            if first:
+                self.fault = what
+        if first:
+            self.event("infrastructure fault", what)
+        return what
+
+    def _watch_engine(self) -> None:
+        """Follow Docker's events for this pod from before its first container: a container
+        destroyed by anyone but us, or the event stream ending (dockerd stopped or
+        restarted), is a fault."""
+        self._event_stream = self.client.events(
+            decode=True,
+            filters={
+                "type": "container",
+                "event": "destroy",
+                "label": f"knative-drain.pod={self.name}",
+            },
+        )
+
+        def watch() -> None:
+            try:
+                for ev in self._event_stream:
+                    role = ev.get("Actor", {}).get("Attributes", {}).get("knative-drain.role", "?")
+                    self._fault(f"{role} container removed by someone else")
+            except Exception as exc:  # noqa: BLE001 - closed by us, or the engine went away
+                self._fault(f"Docker engine connection lost: {_line(exc)}")
+                return
+            self._fault("Docker engine's event stream ended (dockerd stopped or restarted?)")
+
+        self._watcher = threading.Thread(
+            target=watch, name=f"docker-events-{self.name}", daemon=True
+        )
+        self._watcher.start()
+
+    def _stop_watching(self) -> None:
+        self._closing = True
+        if self._event_stream is not None:
+            with contextlib.suppress(Exception):
+                self._event_stream.close()
+        if self._watcher is not None:
+            self._watcher.join(5)
 
     @property
     def url_port(self) -> int:
@@ -291,8 +429,14 @@ class LocalPod:
 
     def _signal(self, role: str, signal: str) -> None:
         self.event(f"{signal} {role}")
-        with contextlib.suppress(docker.errors.APIError):  # already exited
+        try:
             self._containers[role].kill(signal=signal)
+        except docker.errors.NotFound:
+            self._fault(f"{role} container removed by someone else (seen at {signal})")
+        except docker.errors.APIError:  # already exited
+            pass
+        except requests.exceptions.ConnectionError as exc:
+            self._fault(f"Docker engine unreachable at {signal} {role}: {_line(exc)}")
 
     def _wait_or_kill(self, role: str, deadline: float) -> None:
         container = self._containers[role]
@@ -300,9 +444,14 @@ class LocalPod:
             result = container.wait(timeout=max(deadline - time.monotonic(), 0.01))
             self.event(f"{role} exited", f"exit code {result.get('StatusCode')}")
             return
-        except _WAIT_TIMEOUT:  # the docker SDK's wait timeout is requests' read timeout
-            pass
-        except docker.errors.APIError as exc:  # removed under us (run aborted)
+        except _WAIT_TIMEOUT as exc:  # the docker SDK's wait timeout is requests' read timeout
+            if not _timed_out(exc):
+                self._fault(f"Docker engine unreachable waiting for {role}: {_line(exc)}")
+                return
+        except docker.errors.NotFound:
+            self._fault(f"{role} container removed by someone else (seen waiting for its exit)")
+            return
+        except docker.errors.APIError as exc:
             self.event(f"{role} exited", f"container gone: {exc}")
             return
         self._signal(role, "SIGKILL")
@@ -311,6 +460,10 @@ class LocalPod:
         try:
             result = container.wait(timeout=30)
         except (*_WAIT_TIMEOUT, docker.errors.APIError) as exc:
+            if isinstance(exc, docker.errors.NotFound):
+                self._fault(f"{role} container removed by someone else (seen after SIGKILL)")
+            elif isinstance(exc, requests.exceptions.ConnectionError) and not _timed_out(exc):
+                self._fault(f"Docker engine unreachable after SIGKILL of {role}: {_line(exc)}")
             self.event(f"{role} exited", f"not confirmed after SIGKILL: {exc}")
             return
         self.event(f"{role} exited", f"exit code {result.get('StatusCode')} after SIGKILL")
@@ -321,33 +474,64 @@ class LocalPod:
             raise LocalPlatformError(f"pod {self.name} was never deleted")
         limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
         end = time.monotonic() + limit
-        for thread in self._threads:
-            thread.join(max(end - time.monotonic(), 0))
-            if thread.is_alive():
+        # a fault ends the wait at once: removal then unblocks the kubelet threads
+        while self.fault is None and any(t.is_alive() for t in self._threads):
+            if time.monotonic() >= end:
                 raise LocalPlatformError(f"pod {self.name} still terminating after {limit:.0f} s")
+            time.sleep(0.1)
+        self._check_intact()
         self.termination.gone_mono = max(e.mono for e in self.events if e.name.endswith(" exited"))
         self.event("gone", f"{self.termination.gone_after_s:.1f} s after delete")
         return self.termination
+
+    def _check_intact(self) -> None:
+        """Raise the pod's fault, if any: every container must still exist (ours to remove)
+        and the pause container, which holds the ports, must still run."""
+        if self.fault is None:
+            with contextlib.suppress(InfrastructureError):
+                for role in list(self._containers):
+                    self._reload(role)
+                pause = self._containers.get("pause")
+                if pause is not None and pause.status != "running":
+                    self._fault(f"pause container {pause.status} by someone else (ports gone)")
+        if self.fault is not None:
+            raise InfrastructureError(f"pod {self.name}: {self.fault}; no verdict")
 
     # -- evidence and cleanup -----------------------------------------------------------------
     def collect_logs(self, tail: int = 400) -> dict[str, str]:
         for role in ("queue-proxy", "user-container"):
             container = self._containers.get(role)
             if container is not None:
-                with contextlib.suppress(docker.errors.APIError):
+                with contextlib.suppress(
+                    docker.errors.APIError, requests.exceptions.ConnectionError
+                ):
                     self.logs[role] = container.logs(tail=tail).decode(errors="replace")
         return self.logs
 
     def remove(self) -> None:
-        """Remove every container of the pod (unless kept), pause container last."""
+        """Remove every container of the pod (unless kept), pause container last.
+
+        An engine that is restarting gets ``REMOVE_RETRY_S``; one still gone after that
+        leaves the containers to the platform's sweep (they carry the run label).
+        """
+        self._stop_watching()
         self.collect_logs()
         if self.keep:
             return
         for role in ("queue-proxy", "user-container", "pause"):
             container = self._containers.pop(role, None)
             if container is not None:
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True)
+                with contextlib.suppress(docker.errors.APIError, RetryError):
+                    _remove_container(container)
+
+
+@retry(
+    stop=stop_after_delay(REMOVE_RETRY_S),
+    wait=wait_fixed(0.5),
+    retry=retry_if_exception_type(requests.exceptions.ConnectionError),
+)
+def _remove_container(container: Container) -> None:
+    container.remove(force=True)
 
 
 def sweep(client: docker.DockerClient, run_id: str | None = None) -> int:

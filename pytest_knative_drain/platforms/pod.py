@@ -1,13 +1,20 @@
 """What every platform's pod target reports: its timeline and how its deletion went.
 
 The runner only needs these two shapes, whether the pod is emulated on Docker
-(local) or a real Knative revision pod watched through the API server (cluster).
+(local) or a real Knative revision pod watched through the API server (cluster),
+and one error: the platform failed under the case (:class:`InfrastructureError`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+class InfrastructureError(RuntimeError):
+    """The platform failed under a running case (a container removed by someone else, the
+    engine or API server gone): what was measured says nothing about draining, so the case
+    ends with this error instead of a verdict."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""An --app-image that cannot be measured ends the session once, before any case runs.
+
+Real images built from the local base image: one that exits at once, one that serves
+something else, one without a command, and one that does not exist. Each must give one
+line naming --app-image with what the container did (exit code, log tail), exit code 4,
+no test run, and no container left.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import textwrap
+import uuid
+
+import docker
+import pytest
+
+from pytest_knative_drain.images import BASE_IMAGE
+
+pytestmark = pytest.mark.slow
+
+DOCKERFILES = {
+    "exits": 'CMD ["sh", "-c", "echo the app is going away >&2; exit 3"]',
+    "wrong-body": 'CMD ["python3", "-m", "http.server", "8080"]',
+    "no-cmd": "LABEL knative-drain.test=no-command",  # the base image has no CMD
+}
+INNER = """
+    import pytest
+
+    pytestmark = pytest.mark.drain_family("pod_delete")
+
+
+    def test_pod_delete(drain, drain_case):
+        drain.check(drain.run(drain_case))
+"""
+
+
+@pytest.fixture(scope="module")
+def images():
+    client = docker.from_env()
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no {BASE_IMAGE} to build the test images from: {exc}")
+    repo = f"knative-drain-test/preflight-{uuid.uuid4().hex[:6]}"
+    built = {}
+    try:
+        for name, line in DOCKERFILES.items():
+            dockerfile = f"FROM {BASE_IMAGE}\n{line}\n".encode()
+            client.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{name}", rm=True)
+            built[name] = f"{repo}:{name}"
+        yield {**built, "missing": f"{repo}:missing"}
+    finally:
+        for tag in built.values():
+            client.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        ("exits", ("user-container exited before the pod became ready: exit code 3", "going away")),
+        ("wrong-body", ("answered 200 '<!DOCTYPE HTML>", "not 200 'slept 0 ms on <pod>'")),
+        ("no-cmd", ("Docker cannot create a container of", "No command specified")),
+        ("missing", ("is not on this Docker engine",)),
+    ],
+)
+def test_an_unusable_app_image_ends_the_session_once(pytester, images, image, says):
+    pytester.makepyfile(test_inner=textwrap.dedent(INNER))
+    ref = images[image]
+    proc = pytester.popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--platform=local",
+            "--knative-version=1.14",
+            f"--app-image={ref}",
+        ],
+        stdin=None,
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode() + err.decode()
+    left = docker.from_env().containers.list(
+        all=True, filters={"label": f"knative-drain.owner-pid={proc.pid}"}
+    )
+    assert [c.name for c in left] == [], text
+    assert proc.returncode == 4, text
+    lines = [line for line in text.splitlines() if f"--app-image={ref}: " in line]
+    assert len(lines) == 1, text  # said once, not once per case
+    assert lines[0].startswith("! _pytest.outcomes.Exit: "), text
+    for part in says:
+        assert part in lines[0], lines[0]
+    assert "no tests ran" in text, text  # before any case
+    assert "Traceback" not in text, text
