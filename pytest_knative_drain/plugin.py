@@ -10,6 +10,7 @@ import pytest
 
 from . import allure_evidence
 from . import options as opts
+from .interrupts import SignalGuard, install_signal_guard
 from .report import DrainReport, one_line, write_atomic
 from .runner import ScenarioResult
 from .scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
@@ -20,6 +21,8 @@ SUITE_PROPERTY_KEY = pytest.StashKey[Callable[[str, object], None]]()
 SUITE_SLIS_KEY = pytest.StashKey[list[tuple[str, str]]]()
 #: one line per evidence writer that failed during the tests, said at the session's end
 EVIDENCE_PROBLEMS_KEY = pytest.StashKey[list[str]]()
+#: SIGTERM/SIGHUP/SIGINT unwind the run like Ctrl-C (see interrupts.py)
+SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 
@@ -36,6 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = DrainReport(options)
     config.stash[SUITE_SLIS_KEY] = []
     config.stash[EVIDENCE_PROBLEMS_KEY] = []
+    config.stash[SIGNAL_GUARD_KEY] = install_signal_guard(config.pluginmanager)  # after options
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
     config.addinivalue_line(
         "markers",
@@ -46,6 +50,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: needs Docker images, or a scenario whose requests outlive 30 s"
     )
+
+
+@pytest.hookimpl(trylast=True)  # after every other unconfigure: signals stay handled till then
+def pytest_unconfigure(config: pytest.Config) -> None:
+    guard = config.stash.get(SIGNAL_GUARD_KEY, None)
+    if guard is not None:
+        guard.uninstall(say=_say(config))  # after a signal, the run's last line names it
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
