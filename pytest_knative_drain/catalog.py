@@ -28,6 +28,13 @@ Where the data came from (checked 2026-11-24; mirrors fetched that day):
   minimum kind is the kind release that built the image. That is sometimes newer than
   quickstart's ``kindVersion`` recommendation (1.14: the v1.28.7 image comes from kind
   v0.22.0, quickstart recommends 0.20).
+* Releases below 1.10 (checked 2026-12-01) are local-platform only: the cluster platforms
+  keep their minimum of 1.10 (no node image, Kourier or install path is pinned for them).
+  They are here so a known Knative drain bug can be replayed on the real queue-proxy
+  (``known_failures``). Tag dates from the same mirror; minimum Kubernetes from knative/pkg
+  at the commit each ``.0`` pins. Module versions the Go proxy here refuses (probed
+  2026-12-01: v0.28.1, v0.28.3, v0.29.1-4, v0.30.1-2, v0.32.1, v0.33.1-3, v0.34.3,
+  v0.35.2, v0.35.4-6) are listed anyway: building them fails naming the module version.
 * Manifest URLs: kn-plugin-quickstart ``pkg/install/install.go`` (``serving-crds.yaml``,
   ``serving-core.yaml`` from knative/serving releases, ``kourier.yaml`` from net-kourier
   releases; the old knative-sandbox path redirects to knative-extensions).
@@ -59,6 +66,7 @@ class Release:
     min_kind_version: str  # "0.22.0": the kind release that built kind_node_image
     released: str | None  # ISO date of the serving tag, None if unknown
     node_image_reason: str  # why this node image for this minor
+    platforms: tuple[str, ...] = ("local", "kind", "existing")  # where it can be installed
 
     @property
     def minor(self) -> str:
@@ -117,11 +125,29 @@ class Release:
             tag=self.tag,
             go_module="knative.dev/serving",
             go_module_version=self.go_module_version,
-            kourier_tag=self.kourier_tag,
-            kind_node_kubernetes=self.kind_node_kubernetes,
-            manifests=self.manifest_urls(),
+            platforms=list(self.platforms),
         )
+        if self.on_clusters:
+            data.update(
+                kourier_tag=self.kourier_tag,
+                kind_node_kubernetes=self.kind_node_kubernetes,
+                manifests=self.manifest_urls(),
+            )
         return data
+
+    @property
+    def on_clusters(self) -> bool:
+        """Whether kind/existing can install it (else: local platform only)."""
+        return "kind" in self.platforms
+
+    def check_platform(self, platform: str) -> None:
+        """CatalogError naming the platforms this release runs on, if ``platform`` is not one."""
+        if platform not in self.platforms:
+            raise CatalogError(
+                f"Knative {self.version} runs on --platform={' or '.join(self.platforms)} only "
+                f"(the cluster platforms start at {minors('kind')[0]}: no node image, "
+                "Kourier or install path is pinned below it)"
+            )
 
 
 @dataclass(frozen=True)
@@ -259,7 +285,36 @@ _MINORS: dict[int, _Minor] = {
     ),
 }
 
+# Below 1.10: local platform only (see the module docstring). minor -> (min Kubernetes,
+# tag dates of .0, .1, ...).
+_LOCAL_ONLY_MINORS: dict[int, tuple[str, str]] = {
+    0: ("1.20", "2021-11-02 2021-11-16 2022-02-24"),
+    1: ("1.20", "2021-12-14 2022-01-18 2022-01-25 2022-02-15 2022-02-25"),
+    2: ("1.21", "2022-01-25 2022-02-14 2022-02-17 2022-03-01 2022-04-08 2022-04-14"),
+    3: ("1.21", "2022-03-08 2022-04-08 2022-04-14"),
+    4: ("1.22", "2022-04-19"),
+    5: ("1.22", "2022-05-31 2022-11-29"),
+    6: ("1.22", "2022-07-12 2022-09-27 2022-11-29 2022-12-08"),
+    7: ("1.22", "2022-08-23 2022-08-24 2022-09-27 2022-11-29 2022-12-08"),
+    8: ("1.23", "2022-10-19 2022-11-29 2022-12-06 2022-12-08 2023-02-27 2023-02-28 2023-04-04"),
+    9: ("1.24", "2023-01-25 2023-02-27 2023-02-28 2023-04-04 2023-06-06"),
+}
+
 _RELEASES: dict[str, Release] = {
+    f"1.{minor}.{patch}": Release(
+        version=f"1.{minor}.{patch}",
+        min_kubernetes=min_kubernetes,
+        kourier_version="",
+        kind_node_image="",
+        min_kind_version="",
+        released=date,
+        node_image_reason="local platform only: the cluster platforms start at 1.10",
+        platforms=("local",),
+    )
+    for minor, (min_kubernetes, dates) in sorted(_LOCAL_ONLY_MINORS.items())
+    for patch, date in enumerate(dates.split())
+}
+_RELEASES |= {
     f"1.{minor}.{patch}": Release(
         version=f"1.{minor}.{patch}",
         min_kubernetes=m.min_kubernetes,
@@ -276,19 +331,29 @@ _RELEASES: dict[str, Release] = {
 _VERSION_RE = re.compile(r"^(?:knative-v|v)?(\d+)\.(\d+)(?:\.(\d+))?$")
 
 
-def releases() -> list[Release]:
-    """Every known release, oldest minor first, patches ascending."""
-    return list(_RELEASES.values())
+def releases(platform: str | None = None) -> list[Release]:
+    """Every known release (or those ``platform`` can install), oldest first."""
+    return [r for r in _RELEASES.values() if platform is None or platform in r.platforms]
 
 
-def minors() -> list[str]:
-    """Known minors, ascending: ``["1.10", ..., "1.23"]``."""
-    return [f"1.{m}" for m in sorted(_MINORS)]
+def _all_minors() -> dict[int, str]:
+    """minor -> tag dates of its patches, every known minor."""
+    return {m: d for m, (_, d) in _LOCAL_ONLY_MINORS.items()} | {
+        m: v.dates for m, v in _MINORS.items()
+    }
+
+
+def minors(platform: str | None = None) -> list[str]:
+    """Known minors, ascending: ``["1.0", ..., "1.23"]``; for ``kind`` or ``existing`` the
+    ones a cluster can install (``["1.10", ..., "1.23"]``)."""
+    known = _MINORS if platform in ("kind", "existing") else _all_minors()
+    return [f"1.{m}" for m in sorted(known)]
 
 
 def _accepted() -> str:
     return (
-        f"accepted: a minor ({', '.join(minors())}) meaning its newest patch, or MINOR.PATCH, "
+        f"accepted: a minor ({', '.join(minors())}; below {minors('kind')[0]} "
+        "--platform=local only) meaning its newest patch, or MINOR.PATCH, "
         "optionally written v1.14 or knative-v1.14.1"
     )
 
@@ -300,9 +365,10 @@ def resolve(version: str) -> Release:
     if not match:
         raise CatalogError(f"{text!r} is not a Knative version; {_accepted()}")
     major, minor = int(match.group(1)), int(match.group(2))
-    if major != 1 or minor not in _MINORS:
+    known = _all_minors()
+    if major != 1 or minor not in known:
         raise CatalogError(f"Knative {major}.{minor} is not in the catalog; {_accepted()}")
-    patches = range(len(_MINORS[minor].dates.split()))
+    patches = range(len(known[minor].split()))
     if match.group(3) is None:
         return _RELEASES[f"1.{minor}.{patches[-1]}"]
     patch = int(match.group(3))

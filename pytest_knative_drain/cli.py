@@ -12,9 +12,14 @@ from pathlib import Path
 from . import catalog
 
 
-def _release(parser: argparse.ArgumentParser, version: str) -> catalog.Release:
+def _release(
+    parser: argparse.ArgumentParser, version: str, platform: str | None = None
+) -> catalog.Release:
     try:
-        return catalog.resolve(version)
+        release = catalog.resolve(version)
+        if platform is not None:
+            release.check_platform(platform)
+        return release
     except catalog.CatalogError as exc:
         parser.error(f"--knative-version={version}: {exc}")
         raise  # unreachable: parser.error exits
@@ -23,7 +28,7 @@ def _release(parser: argparse.ArgumentParser, version: str) -> catalog.Release:
 def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import kind_plan
 
-    release = _release(parser, args.knative_version)
+    release = _release(parser, args.knative_version, "kind")
     try:
         steps = kind_plan.kind_steps(
             release,
@@ -65,7 +70,7 @@ def cmd_load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "url": args.url,
             "summary": summary.to_dict(),
             "failures": verdict.failure_table(result.records),
-            "records": [r.to_dict() for r in result.records],
+            "records": [verdict.record_verdict(r) for r in result.records],
         }
         Path(args.json).write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.json}")
@@ -101,16 +106,24 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from .platforms.local import LocalPlatform
     from .scenarios import APPS
 
-    release = _release(parser, args.knative_version)
+    release = _release(parser, args.knative_version, args.platform)
     if args.platform == "kind":
         return _provision_kind(release)
     unknown = [a for a in args.apps or [] if a not in APPS]
     if unknown:
         parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
+    from .builders.gomod import GoBuildError
+    from .builders.rootfs import ImagesError
+    from .docker_engine import DockerEngineError
+
     started = time.monotonic()
-    platform = LocalPlatform.provision(
-        release, apps=args.apps or list(APPS), run_id="provision", keep=True, progress=print
-    )
+    try:
+        platform = LocalPlatform.provision(
+            release, apps=args.apps or list(APPS), run_id="provision", keep=True, progress=print
+        )
+    except (DockerEngineError, GoBuildError, ImagesError) as exc:
+        print(f"knative-drain provision --platform=local: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(platform.describe(), indent=2))
     print(f"provisioned in {time.monotonic() - started:.1f} s")
     return 0

@@ -238,6 +238,9 @@ def ensure_queue_proxy_image(
             )
             labels["knative-drain.go-version"] = "release"
         else:
+            from .builders.knative import check_served
+
+            check_served(serving_version)  # a refused version: one line naming the nearest
             progress(
                 f"building queue-proxy from {SERVING_MODULE}@{go_module_version} (about a minute)"
             )

@@ -163,6 +163,10 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
     except catalog.CatalogError as exc:
         raise pytest.UsageError(f"--knative-version={version}: {exc}") from None
     platform = _choice(config, "platform", "--platform", PLATFORMS, "kind")
+    try:
+        release.check_platform(platform)
+    except catalog.CatalogError as exc:
+        raise pytest.UsageError(f"--knative-version={version}: {exc}") from None
     profile = _choice(config, "profile", "--profile", PROFILES, "quick")
     kubeconfig = _raw(config, "kubeconfig")
     context = _raw(config, "context")

@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from . import allure_evidence
+from . import allure_evidence, known_failures
 from . import options as opts
 from .interrupts import SignalGuard, install_signal_guard
 from .report import DrainReport, one_line, write_atomic
@@ -48,6 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "drain_config(name): the Knative configuration of a case")
     config.addinivalue_line(
+        "markers",
+        "drain_known_failure(id): a drain-clean app is known to fail this case on this Knative "
+        "release (pytest_knative_drain.known_failures); the case is xfail(strict=True)",
+    )
+    config.addinivalue_line(
         "markers", "slow: needs Docker images, or a scenario whose requests outlive 30 s"
     )
 
@@ -74,17 +79,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 f"{metafunc.definition.nodeid}: drain_case needs @pytest.mark.drain_family(name) "
                 f"with one of: {', '.join(families())}"
             )
-        params = [_case_param(c, options.platform) for c in cases(marker.args[0], apps)]
+        params = [_case_param(c, options) for c in cases(marker.args[0], apps)]
         metafunc.parametrize("drain_case", params, indirect=True)
     elif "drain_app" in metafunc.fixturenames:
         metafunc.parametrize("drain_app", apps, indirect=True)
 
 
-def _case_param(case: Case, platform: str) -> object:
+def _case_param(case: Case, options: opts.DrainOptions) -> object:
+    platform = options.platform
     marks = [
         pytest.mark.drain_scenario(case.scenario.name),
         pytest.mark.drain_config(case.config.name),
     ]
+    known = known_failures.known_failure(
+        case.scenario.name, case.config.name, options.release.version
+    )
+    if known is not None and not case.expected:  # only a case that must pass can be known
+        marks += [
+            pytest.mark.drain_known_failure(known.id),
+            pytest.mark.xfail(strict=True, reason=known.reason),
+        ]
     if case.scenario.plan("quick").last_request_end_s > DRAIN_QUIET_S:
         marks.append(pytest.mark.slow)
     if platform not in case.platforms:
@@ -130,7 +144,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
     finally:
         if report is not None:
+            known = item.get_closest_marker("drain_known_failure")
             for result in report.results[before:]:
+                if known is not None:
+                    result.known_failure = known_failures.by_id(known.args[0]).to_dict()
                 _record_result(item, result, report)
 
 

@@ -2,6 +2,9 @@
 
 Shaped after Knative's test/prober.go: ``summarize`` is ``SLI()``,
 ``check_slo`` is ``CheckSLO()``. Works on plain ``RequestRecord`` lists, no pytest.
+``judge`` reads one record alone; ``diagnose`` reads it against the pod's timeline
+(events with ``name`` and ``mono``), which is what can name the component behind a cut
+that left no HTTP answer.
 """
 
 from __future__ import annotations
@@ -119,6 +122,11 @@ HINTS = {
         "connection cut without an HTTP answer: the proxy in front was killed "
         "(pod grace period ran out, SIGKILL) while the request was in flight"
     ),
+    "qp_exited": (
+        "queue-proxy ended before its in-flight requests: it exited while the user container "
+        "was still running and serving them (a queue-proxy that stops without shutting its "
+        "server down gracefully; Knative 1.1.0-1.9.2, knative/serving#13720)"
+    ),
     "timeout": "no complete answer within the client timeout",
     "truncated": "body shorter than declared or not the expected body: the answer was cut",
     "protocol": "malformed HTTP answer",
@@ -134,6 +142,7 @@ class Judgement:
     cls: str
     signature: str | None  # None for ok
     hint: str | None
+    event: Any = field(default=None, compare=False)  # the pod event that explains it, if read
 
 
 def judge(record: RequestRecord) -> Judgement:
@@ -160,6 +169,79 @@ def judge(record: RequestRecord) -> Judgement:
     if by_body is not None:
         return Judgement("http_other", *by_body)
     return Judgement("http_other", _signature_from_server(record), HINTS["http_other"])
+
+
+# How far a pod event may be from the end of the request it explains: the client sees a
+# socket close before Docker reports the process gone, and that report lags by up to ~1 s
+# on a loaded 2-core host.
+_BEFORE_S = 1.5
+_AFTER_S = 2.0
+_CUT_WITHOUT_ANSWER = frozenset({"empty_reply", "reset"})
+
+
+def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = _BEFORE_S) -> Any:
+    """The pod event right before a failed request ended (e.g. 'SIGTERM user-container')."""
+    if record.finished_mono is None:
+        return None
+    before = [e for e in events if 0 <= record.finished_mono - e.mono <= window_s]
+    return before[-1] if before else None
+
+
+def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
+    """``judge`` read against the pod's timeline.
+
+    A cut with no HTTP answer (empty reply, reset) names no component by itself. When it
+    came as queue-proxy exited on its own (not SIGKILLed at the end of the grace period)
+    while the user container had not exited yet, queue-proxy cut it: the app was still
+    there to answer.
+    """
+    j = judge(record)
+    if j.cls in _CUT_WITHOUT_ANSWER and j.signature == "unknown":
+        qp_exit = _queue_proxy_left_first(record, events)
+        if qp_exit is not None:
+            return Judgement(j.cls, "queue-proxy", HINTS["qp_exited"], qp_exit)
+    return j
+
+
+def explaining_event(record: RequestRecord, events: Sequence[Any] = ()) -> Any:
+    """The pod event a failed request is put down to: the one ``diagnose`` read, else the
+    last event just before the request ended."""
+    return diagnose(record, events).event or attribute(record, events)
+
+
+def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """queue-proxy's own exit (not a SIGKILL) around the cut, with the app still running."""
+    end = record.finished_mono
+    if end is None:
+        return None
+    qp_exit = [
+        e
+        for e in events
+        if e.name == "queue-proxy exited"
+        and -_BEFORE_S <= e.mono - end <= _AFTER_S
+        and "SIGKILL" not in getattr(e, "detail", "")
+    ]
+    app_gone = any(e.name == "user-container exited" and e.mono <= end for e in events)
+    return qp_exit[0] if qp_exit and not app_gone else None
+
+
+def record_verdict(
+    record: RequestRecord, events: Sequence[Any] = (), t0_mono: float | None = None
+) -> dict[str, Any]:
+    """One record with what it means, for JSON: raw facts plus class, signature, hint and
+    the pod event that explains a failure (``pod_event``, seconds from the trigger)."""
+    j = diagnose(record, events)
+    data = record.to_dict()
+    data.update({"class": j.cls, "signature": j.signature, "hint": j.hint, "pod_event": None})
+    if j.cls != "ok":
+        event = j.event or attribute(record, events)
+        if event is not None:
+            data["pod_event"] = {
+                "event": event.name,
+                "detail": getattr(event, "detail", ""),
+                "t_from_trigger_s": None if t0_mono is None else round(event.mono - t0_mono, 3),
+            }
+    return data
 
 
 def _signature_5xx(status: int, body: str, server: str | None) -> tuple[str, str]:
@@ -275,11 +357,14 @@ def start_skew(records: Iterable[RequestRecord], batch: str | None = None) -> fl
     return max(sent) - min(sent) if sent else None
 
 
-def summarize(records: Sequence[RequestRecord], planned: int | None = None) -> Summary:
+def summarize(
+    records: Sequence[RequestRecord], planned: int | None = None, events: Sequence[Any] = ()
+) -> Summary:
     """Strict SLI counts every failure and every missing request; upstream SLI
-    excludes transport errors that Knative's spoof client would have retried."""
+    excludes transport errors that Knative's spoof client would have retried.
+    ``events``: the pod's timeline, for ``diagnose``."""
     planned = len(records) if planned is None else planned
-    judgements = [judge(r) for r in records]
+    judgements = [diagnose(r, events) for r in records]
     classes = Counter(j.cls for j in judgements)
     signatures = Counter(j.signature for j in judgements if j.cls != "ok")
     ok = classes.get("ok", 0)
@@ -325,11 +410,13 @@ def check_slo(summary: Summary, min_strict_sli: float = 1.0) -> list[str]:
     return problems
 
 
-def failure_table(records: Sequence[RequestRecord], limit: int = 20) -> list[dict[str, Any]]:
+def failure_table(
+    records: Sequence[RequestRecord], limit: int = 20, events: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
     """The failed requests, grouped by (class, signature, hint, body), most frequent first."""
     groups: Counter[tuple[str, str | None, str | None, str]] = Counter()
     for r in records:
-        j = judge(r)
+        j = diagnose(r, events)
         if j.cls != "ok":
             detail = (r.body or r.error_detail or "").strip()[:80]
             groups[(j.cls, j.signature, j.hint, detail)] += 1

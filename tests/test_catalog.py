@@ -29,9 +29,34 @@ def vt(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-def test_minors_are_1_10_to_1_23_in_numeric_order() -> None:
-    assert catalog.minors() == [f"1.{m}" for m in range(10, 24)]
-    assert catalog.minors() == list(NEWEST_PATCH)
+# Below 1.10, local platform only (tag dates re-read 2026-12-01).
+LOCAL_NEWEST_PATCH = {
+    "1.0": "1.0.2", "1.1": "1.1.4", "1.2": "1.2.5", "1.3": "1.3.2", "1.4": "1.4.0",
+    "1.5": "1.5.1", "1.6": "1.6.3", "1.7": "1.7.4", "1.8": "1.8.6", "1.9": "1.9.4",
+}  # fmt: skip
+
+
+def test_minors_are_1_0_to_1_23_in_numeric_order_clusters_from_1_10() -> None:
+    assert catalog.minors() == [f"1.{m}" for m in range(0, 24)]
+    assert catalog.minors() == list(LOCAL_NEWEST_PATCH) + list(NEWEST_PATCH)
+    assert catalog.minors("kind") == catalog.minors("existing") == list(NEWEST_PATCH)
+    assert catalog.minors("local") == catalog.minors()
+
+
+@pytest.mark.parametrize("minor", list(LOCAL_NEWEST_PATCH))
+def test_old_minors_are_local_only(minor: str) -> None:
+    release = catalog.resolve(minor)
+    assert release.version == LOCAL_NEWEST_PATCH[minor]
+    assert release.platforms == ("local",) and not release.on_clusters
+    release.check_platform("local")
+    patch = vt(release.version)[2]
+    assert release.go_module_version == f"v0.{int(minor.split('.')[1]) + 27}.{patch}"
+    for platform in ("kind", "existing"):
+        with pytest.raises(CatalogError, match=r"runs on --platform=local only .* start at 1\.10"):
+            release.check_platform(platform)
+    data = json.loads(json.dumps(release.to_dict()))
+    assert data["platforms"] == ["local"] and "manifests" not in data
+    assert release not in catalog.releases("kind")
 
 
 @pytest.mark.parametrize("minor", list(NEWEST_PATCH))
@@ -49,7 +74,7 @@ def test_every_minor_resolves_to_its_newest_patch(minor: str) -> None:
 def test_releases_ordered_and_patches_contiguous_from_zero() -> None:
     versions = [r.version for r in catalog.releases()]
     assert versions == sorted(versions, key=vt)
-    assert len(versions) == len(set(versions)) == 60
+    assert len(versions) == len(set(versions)) == 60 + 41  # 1.10-1.23, then 1.0-1.9
     for minor in catalog.minors():
         patches = [vt(r.version)[2] for r in catalog.releases() if r.minor == minor]
         assert patches == list(range(len(patches))), minor
@@ -72,7 +97,7 @@ def test_malformed_names_every_minor(text: str) -> None:
     assert all(m in message for m in catalog.minors())
 
 
-@pytest.mark.parametrize("text", ["1.9", "1.24", "2.14", "0.41.2", "v1.9.3"])
+@pytest.mark.parametrize("text", ["1.24", "2.14", "0.41.2", "v1.99.3"])
 def test_unknown_minor_names_every_minor(text: str) -> None:
     with pytest.raises(CatalogError, match="not in the catalog") as info:
         catalog.resolve(text)
@@ -91,7 +116,7 @@ def test_catalog_error_is_a_value_error() -> None:
     assert issubclass(CatalogError, ValueError)
 
 
-@pytest.mark.parametrize("release", catalog.releases(), ids=lambda r: r.version)
+@pytest.mark.parametrize("release", catalog.releases("kind"), ids=lambda r: r.version)
 def test_derived_names(release: Release) -> None:
     major, minor, patch = vt(release.version)
     assert major == 1
@@ -114,7 +139,7 @@ def test_kourier_pairs_with_newest_kourier_patch() -> None:
     assert catalog.resolve("1.11.0").kourier_version == "1.11.6"
 
 
-@pytest.mark.parametrize("release", catalog.releases(), ids=lambda r: r.version)
+@pytest.mark.parametrize("release", catalog.releases("kind"), ids=lambda r: r.version)
 def test_manifest_urls_are_well_formed(release: Release) -> None:
     urls = release.manifest_urls()
     assert list(urls) == ["serving-crds.yaml", "serving-core.yaml", "kourier.yaml"]
@@ -137,7 +162,7 @@ def test_manifest_urls_are_well_formed(release: Release) -> None:
     assert release.kourier_url == urls["kourier.yaml"]
 
 
-@pytest.mark.parametrize("release", catalog.releases(), ids=lambda r: r.version)
+@pytest.mark.parametrize("release", catalog.releases("kind"), ids=lambda r: r.version)
 def test_kind_node_image_meets_min_kubernetes(release: Release) -> None:
     match = re.fullmatch(
         r"kindest/node:v(\d+\.\d+\.\d+)@sha256:([0-9a-f]{64})", release.kind_node_image
@@ -159,7 +184,7 @@ def test_node_image_choices_where_quickstart_falls_short() -> None:
     assert catalog.resolve("1.14").min_kind_version == "0.22.0"
     # One digest per node image across the catalog.
     digests: dict[str, set[str]] = {}
-    for r in catalog.releases():
+    for r in catalog.releases("kind"):
         digests.setdefault(r.kind_node_kubernetes, set()).add(r.kind_node_image)
     assert all(len(images) == 1 for images in digests.values())
 

@@ -32,7 +32,7 @@ def by_name(steps: list[Step]) -> dict[str, Step]:
     return {s.name: s for s in steps}
 
 
-@pytest.mark.parametrize("minor", catalog.minors())
+@pytest.mark.parametrize("minor", catalog.minors("kind"))
 def test_kind_config_renders_port_mapping_and_pinned_image(minor: str) -> None:
     release = catalog.resolve(minor)
     config = kind_plan.render_kind_config(release, host_port=18080, workers=0)

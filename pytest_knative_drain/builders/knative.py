@@ -120,21 +120,30 @@ def write_manifest(path: Path, docs: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def check_served(version: str) -> str:
+    """The module version of Knative ``version`` if the module proxy serves it; else an
+    ImagesError naming the nearest patch it does serve, as a ``--knative-version``."""
+    mod_version = module_version(version)
+    if gomod.resolvable(SERVING, mod_version):
+        return mod_version
+    served = gomod.nearest_resolvable(SERVING, mod_version)
+    hint = ""
+    if served:
+        minor, patch = served.removeprefix("v0.").split(".")
+        hint = (
+            f"; the nearest it serves is {served} (--knative-version=1.{int(minor) - 27}.{patch})"
+        )
+    raise ImagesError(
+        f"Knative Serving {version}: the module proxy refuses {SERVING}@{mod_version}{hint}"
+    )
+
+
 def build_serving(
     client: docker.DockerClient, version: str, progress: Progress = print
 ) -> ServingBuild:
     """Images for :data:`COMMANDS` and serving-crds.yaml / serving-core.yaml for ``version``."""
     started = time.monotonic()
-    mod_version = module_version(version)
-    if not gomod.resolvable(SERVING, mod_version):
-        served = gomod.nearest_resolvable(SERVING, mod_version)
-        hint = f"; the nearest it serves is {served} (--knative-version=1." if served else ""
-        if served:
-            minor, patch = served.removeprefix("v0.").split(".")
-            hint += f"{int(minor) - 27}.{patch})"
-        raise ImagesError(
-            f"Knative Serving {version}: the module proxy refuses {SERVING}@{mod_version}{hint}"
-        )
+    mod_version = check_served(version)
     info = gomod.download(SERVING, mod_version)
     module_dir = Path(info["Dir"])
     go_mod = Path(info["GoMod"]).read_text()

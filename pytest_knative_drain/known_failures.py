@@ -1,0 +1,107 @@
+"""Knative's own drain bugs, as data: where a drain-clean app is known to fail, and why.
+
+A good app failing on a Knative release is the gate doing its job, so a scenario is never
+loosened to let it pass. Instead the failure is recorded here with its upstream issue and
+the first fixed releases; the plugin marks such a case ``xfail(strict=True)`` on an
+affected release (an unexpected pass means the record is wrong, and the run says so) and
+expects a pass everywhere else. Importable without pytest.
+
+Each record was found by reading knative/serving's history at the tags named, and checked
+by running the case on an affected and on a fixed release where the module builds here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """One Knative bug: the cases it breaks for an app that drains cleanly."""
+
+    id: str
+    title: str
+    scenarios: tuple[str, ...]  # scenario names it breaks
+    configs: tuple[str, ...]  # Knative configs under which it breaks them
+    affected: tuple[tuple[str, str], ...]  # inclusive (first, last) Knative release ranges
+    fixed_in: tuple[str, ...]  # the first fixed release of each affected line
+    issues: tuple[str, ...]  # upstream reports
+    fix: str  # the upstream change that fixed it
+    signature: str  # the component the diagnosis names for the cut requests
+    evidence: str  # what was run here, and how it came out
+
+    def affects(self, version: str) -> bool:
+        v = _key(version)
+        return any(_key(lo) <= v <= _key(hi) for lo, hi in self.affected)
+
+    def matches(self, scenario: str, config: str, version: str) -> bool:
+        return scenario in self.scenarios and config in self.configs and self.affects(version)
+
+    @property
+    def reason(self) -> str:
+        """One line for pytest's xfail reason and the report."""
+        return (
+            f"known Knative failure {self.id}: {self.title} ({', '.join(self.issues)}; "
+            f"fixed by {self.fix} in {', '.join(self.fixed_in)})"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "issues": list(self.issues),
+            "fix": self.fix,
+            "fixed_in": list(self.fixed_in),
+            "affected": [f"{lo}..{hi}" for lo, hi in self.affected],
+            "signature": self.signature,
+        }
+
+
+KNOWN_FAILURES: tuple[KnownFailure, ...] = (
+    KnownFailure(
+        id="queue-proxy-exits-before-in-flight",
+        title=(
+            "queue-proxy exits 30 s after SIGTERM without shutting down its main server, "
+            "cutting every request still in flight while the app drains"
+        ),
+        # Every scenario whose requests are still in flight 30 s after queue-proxy's
+        # SIGTERM; the short ones end before and pass on every release.
+        scenarios=("pod-delete-long", "second-batch-during-termination"),
+        configs=("default",),
+        # knative-v1.1.0 (#12033) moved draining to knative/pkg's Drainer and main returned
+        # after Drain() with the main server removed from the shutdown list; knative-v1.0.x
+        # still called mainServer.Shutdown. #13815 (fc86653f91, main for 1.10) shuts every
+        # server down after Drain(); backported to 1.9.3 (#13829) and 1.8.6.
+        # pkg/queue/sharedmain/main.go (cmd/queue/main.go before 1.7) at each tag.
+        affected=(("1.1.0", "1.8.5"), ("1.9.0", "1.9.2")),
+        fixed_in=("1.8.6", "1.9.3", "1.10.0"),
+        issues=("knative/serving#13720", "knative/serving#13953"),
+        fix="knative/serving#13815",
+        signature="queue-proxy",
+        evidence=(
+            "local platform: 1.7.0 and 1.1.x-1.9.1 queue-proxy cut the long requests at "
+            "delete+30 s (empty reply) while go-shutdown still served; 1.10.0 and 1.0.2 "
+            "pass. 1.8.6 is refused by the module mirror and 1.9.3 does not build here"
+        ),
+    ),
+)
+
+
+def known_failure(scenario: str, config: str, version: str) -> KnownFailure | None:
+    """The record that says a drain-clean app fails this case on ``version``, if any."""
+    for record in KNOWN_FAILURES:
+        if record.matches(scenario, config, version):
+            return record
+    return None
+
+
+def by_id(record_id: str) -> KnownFailure:
+    """The record named ``record_id`` (KeyError naming the known ids otherwise)."""
+    for record in KNOWN_FAILURES:
+        if record.id == record_id:
+            return record
+    raise KeyError(f"no known failure {record_id!r}; known: {[r.id for r in KNOWN_FAILURES]}")

@@ -1,0 +1,179 @@
+"""Known Knative failures: the records, how they mark cases, and the replay of one for real.
+
+The replay runs the conformance suite on the local platform with the REAL queue-proxy of
+Knative 1.7.0 (affected by knative/serving#13720) and of 1.10.0 (fixed by #13815): the
+drain-clean app go-shutdown must be cut by queue-proxy on 1.7.0, named so by the diagnosis,
+and pass on 1.10.0. About 4 minutes, plus about a minute per queue-proxy build when cold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_knative_drain import known_failures
+from pytest_knative_drain.known_failures import KNOWN_FAILURES, known_failure
+
+ROOT = Path(__file__).resolve().parent.parent
+QP_BUG = "queue-proxy-exits-before-in-flight"
+
+
+@pytest.mark.parametrize(
+    ("version", "affected"),
+    [
+        ("1.0.2", False),  # still called mainServer.Shutdown after the quiet period
+        ("1.1.0", True),  # #12033 moved draining to knative/pkg's Drainer
+        ("1.7.0", True),
+        ("1.8.5", True),
+        ("1.8.6", False),  # backport of #13815
+        ("1.9.0", True),
+        ("1.9.2", True),
+        ("1.9.3", False),  # backport of #13815 (#13829)
+        ("1.10.0", False),
+        ("1.14.2", False),
+    ],
+)
+def test_queue_proxy_bug_range_as_read_in_the_tags(version: str, affected: bool) -> None:
+    record = known_failures.by_id(QP_BUG)
+    assert record.affects(version) is affected
+    found = known_failure("pod-delete-long", "default", version)
+    assert (found is record) is affected
+
+
+def test_only_must_pass_cells_of_the_record_match() -> None:
+    assert known_failure("pod-delete-short", "default", "1.7.0") is None  # ends inside 30 s
+    assert known_failure("pod-delete-long", "short-timeout", "1.7.0") is None  # its own twin
+    assert known_failure("second-batch-during-termination", "default", "1.7.0") is not None
+
+
+def test_records_are_complete() -> None:
+    ids = [r.id for r in KNOWN_FAILURES]
+    assert len(ids) == len(set(ids))
+    for record in KNOWN_FAILURES:
+        assert record.issues and record.fix and record.fixed_in and record.evidence
+        assert all(not record.affects(v) for v in record.fixed_in)
+        assert record.signature in ("queue-proxy", "activator", "ingress")
+        assert record.id in record.reason and record.fix in record.reason
+    with pytest.raises(KeyError, match="known:"):
+        known_failures.by_id("nope")
+
+
+def _collect(pytester: pytest.Pytester, version: str) -> dict[str, pytest.Item]:
+    items, _ = pytester.inline_genitems(
+        str(ROOT / "conformance" / "test_pod_delete.py"),
+        "--platform=local",
+        f"--knative-version={version}",
+        "-p",
+        "no:cacheprovider",
+    )
+    return {item.name: item for item in items}
+
+
+def test_affected_release_marks_must_pass_cases_xfail_strict(pytester: pytest.Pytester) -> None:
+    items = _collect(pytester, "1.7.0")
+    marked = {
+        name for name, item in items.items() if item.get_closest_marker("drain_known_failure")
+    }
+    assert "test_pod_delete[pod-delete-long-go-shutdown]" in marked
+    assert "test_pod_delete[second-batch-during-termination-python-gunicorn-exec]" in marked
+    # negative controls and short scenarios are judged as everywhere else
+    assert "test_pod_delete[pod-delete-long-go-exit]" not in marked
+    assert "test_pod_delete[pod-delete-long-short-timeout-go-shutdown]" not in marked
+    assert not any("pod-delete-short" in name for name in marked)
+    xfail = items["test_pod_delete[pod-delete-long-go-shutdown]"].get_closest_marker("xfail")
+    assert xfail is not None and xfail.kwargs["strict"] is True
+    assert "knative/serving#13720" in xfail.kwargs["reason"]
+
+
+def test_fixed_release_marks_nothing(pytester: pytest.Pytester) -> None:
+    items = _collect(pytester, "1.10.0")
+    assert items and not any(i.get_closest_marker("drain_known_failure") for i in items.values())
+
+
+def test_cluster_platforms_refuse_local_only_releases(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--platform=kind", "--knative-version=1.7.0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--knative-version=1.7.0: Knative 1.7.0 runs on --platform=local only*1.10*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+
+
+def _conformance(out: Path, version: str, select: str, *extra: str) -> tuple[int, str, dict]:
+    report = out / f"drain-report-{version}.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "conformance"),
+            "--platform=local",
+            f"--knative-version={version}",
+            "-k",
+            select,
+            "-p",
+            "no:cacheprovider",
+            f"--drain-report={report}",
+            "-rA",
+            *extra,
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    (out / f"pytest-{version}.log").write_text(proc.stdout + proc.stderr)
+    return proc.returncode, proc.stdout + proc.stderr, json.loads(report.read_text())
+
+
+def _case(report: dict, scenario: str, app: str) -> dict:
+    return next(
+        s
+        for s in report["scenarios"]
+        if s["scenario"] == scenario and s["app"] == app and s["config"]["name"] == "default"
+    )
+
+
+@pytest.mark.slow
+def test_replay_knative_1_7_0_cut_by_queue_proxy_and_1_10_0_fixed(tmp_path: Path) -> None:
+    # 1.7.0, the issue's own command: a known Knative failure (xfail), the twin still caught
+    rc, log, report = _conformance(tmp_path, "1.7.0", "pod_delete_long and go_shutdown")
+    assert rc == 0, log[-6000:]
+    assert re.search(r"^XFAIL \S+::test_pod_delete\[pod-delete-long-go-shutdown\]", log, re.M)
+    assert "1 passed" in log and "1 xfailed" in log, log[-3000:]
+    case = _case(report, "pod-delete-long", "go-shutdown")
+    assert case["verdict"] == "fail" and case["outcome"] == "known"
+    assert case["known_failure"]["id"] == QP_BUG
+    assert report["verdict"] == "known-knative-failures"
+    # every long request cut with no answer, and the diagnosis names queue-proxy, not the app
+    records = case["records"]
+    assert records and all(r["class"] in ("empty_reply", "reset") for r in records)
+    assert {r["signature"] for r in records} == {"queue-proxy"}
+    assert all(r["hint"].startswith("queue-proxy ended before its in-flight") for r in records)
+    assert {r["pod_event"]["event"] for r in records} == {"queue-proxy exited"}
+    # the timeline says why: queue-proxy exited on its own while the app still ran
+    when = {e["name"]: e["t_from_delete_s"] for e in case["events"]}
+    assert when["queue-proxy exited"] < when["user-container exited"]
+    assert case["killed"] == []
+    assert all(28 <= r["pod_event"]["t_from_trigger_s"] <= 40 for r in records)
+
+    # the same case without the record: the gate itself fails on 1.7.0
+    rc, log, _ = _conformance(
+        tmp_path, "1.7.0", "pod_delete_long and go_shutdown and not short_timeout", "--runxfail"
+    )
+    assert rc == pytest.ExitCode.TESTS_FAILED, log[-3000:]
+    assert re.search(r"^FAILED \S+::test_pod_delete\[pod-delete-long-go-shutdown\]", log, re.M)
+
+    # 1.10.0 (#13815): the same drain-clean app, every request answered
+    rc, log, report = _conformance(
+        tmp_path, "1.10.0", "pod_delete_long and go_shutdown and not short_timeout"
+    )
+    assert rc == 0, log[-6000:]
+    case = _case(report, "pod-delete-long", "go-shutdown")
+    assert case["outcome"] == "ok" and case["known_failure"] is None
+    assert case["summary"]["ok"] == case["summary"]["planned"] == 50
