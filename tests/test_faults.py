@@ -3,23 +3,33 @@
 Someone else removes one of the pod's containers (real ``docker rm -f`` on the real pod):
 the pod says so from ``wait_gone`` at once, the case ends as "infrastructure: ...", the
 drain report lists it without a verdict, and the run goes on to the next case. A dockerd
-restart is detected the same way (the engine's event stream ends, calls fail to connect)
-but is not exercised here: it would stop every other container on this shared engine.
+restart is the same fault, tested on a second dockerd of the test's own (socket, data
+root, bridge): restarting the machine's engine would stop everyone else's containers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 import textwrap
 import time
+import urllib.request
 import uuid
+from pathlib import Path
 
 import docker
 import pytest
+from tenacity import retry, stop_after_delay, wait_fixed
 
 from pytest_knative_drain import catalog
-from pytest_knative_drain.platforms.local import LABEL, LocalPlatform
+from pytest_knative_drain.platforms.local import LABEL, LocalPlatform, LocalPod, RevisionSpec
 from pytest_knative_drain.platforms.pod import InfrastructureError
 
 pytestmark = pytest.mark.slow
@@ -165,3 +175,115 @@ def test_the_case_ends_as_an_infrastructure_error_and_the_run_goes_on(pytester):
     ]
     assert all(e["error"].startswith("infrastructure: ") for e in data["infrastructure_errors"])
     assert data["verdict"] == "incomplete"
+
+
+class IsolatedEngine:
+    """A second dockerd of our own (own socket, data root, exec root, bridge; no iptables):
+    restarting it touches nobody else's containers on this shared machine."""
+
+    def __init__(self, root: Path, bridge: str) -> None:
+        self.root = root
+        self.bridge = bridge
+        self.sock = f"unix://{root}/d.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = ["dockerd", "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/x"]
+        cmd += ["--pidfile", f"{self.root}/d.pid", "--host", self.sock, "--bridge", self.bridge]
+        cmd += ["--iptables=false", "--ip-masq=false", "--ip6tables=false"]
+        cmd += ["--shutdown-timeout=2"]
+        with open(self.root / "dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.client().ping()
+
+    def client(self) -> docker.DockerClient:
+        @retry(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True)
+        def connect() -> docker.DockerClient:
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            return docker.DockerClient(base_url=self.sock, timeout=60)
+
+        return connect()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self) -> str:
+        return (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture(scope="module")
+def isolated_engine():
+    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
+        pytest.skip("a second dockerd needs root, dockerd and ip")
+    main = docker.from_env()
+    root = Path(tempfile.mkdtemp(prefix="kd-engine-", dir="/tmp"))  # short: socket paths
+    bridge = f"kd{uuid.uuid4().hex[:8]}"
+    subnet = f"10.213.{int(bridge[2:4], 16)}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    engine = IsolatedEngine(root, bridge)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        engine.start()
+        client = engine.client()
+        # queue-proxy and a small base (pause and app) from the machine's engine
+        for image in (QUEUE_PROXY, SMALL_BASE):
+            client.images.load(main.images.get(image).save(named=True))
+        binary = main.containers.create(APP_WITH_BINARY)
+        try:
+            archive = b"".join(binary.get_archive("/usr/local/bin/app")[0])
+        finally:
+            binary.remove(force=True)
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            dockerfile = (
+                f'FROM {SMALL_BASE}\nCOPY app /usr/local/bin/app\nCMD ["/usr/local/bin/app"]\n'
+            )
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile.encode()))
+            with tarfile.open(fileobj=io.BytesIO(archive)) as src:
+                member = src.getmember("app")
+                tar.addfile(member, src.extractfile(member))
+        context.seek(0)
+        client.images.build(fileobj=context, custom_context=True, tag=SMALL_APP, rm=True)
+        yield engine
+    finally:
+        with contextlib.suppress(Exception):
+            for container in engine.client().containers.list(all=True):
+                container.remove(force=True)
+        engine.stop()
+        subprocess.run(["ip", "link", "del", bridge], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+QUEUE_PROXY = "knative-drain/queue-proxy:1.14.2"
+SMALL_BASE = "knative-drain/runtime-base:bookworm"
+APP_WITH_BINARY = "knative-drain/app:go-shutdown"
+SMALL_APP = "knative-drain-test/go-shutdown:small"
+
+
+def test_dockerd_restarted_mid_case_is_an_infrastructure_error(isolated_engine):
+    client = isolated_engine.client()
+    pod = LocalPod(
+        client,
+        app_image=SMALL_APP,
+        queue_proxy_image=QUEUE_PROXY,
+        pause_image=SMALL_BASE,
+        revision=RevisionSpec(timeout_seconds=60),
+        run_id=f"test-{uuid.uuid4().hex[:6]}",
+    )
+    with pod:
+        with urllib.request.urlopen(pod.url + "/?sleep=0", timeout=10) as answer:
+            assert answer.read().startswith(b"slept 0 ms on ")
+        isolated_engine.restart()  # dockerd stops the pod's containers and comes back
+        pod.delete()
+        with pytest.raises(InfrastructureError, match="Docker engine"):
+            pod.wait_gone()
+    assert isolated_engine.client().containers.list(all=True) == []  # removed after the restart

@@ -34,7 +34,14 @@ import docker.errors
 import requests
 import urllib3.exceptions
 from docker.models.containers import Container
-from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario, Trigger
@@ -518,20 +525,22 @@ class LocalPod:
         self.collect_logs()
         if self.keep:
             return
+        deadline = time.monotonic() + REMOVE_RETRY_S  # one budget for the pod, not each
         for role in ("queue-proxy", "user-container", "pause"):
             container = self._containers.pop(role, None)
             if container is not None:
                 with contextlib.suppress(docker.errors.APIError, RetryError):
-                    _remove_container(container)
+                    _remove_container(container, deadline)
 
 
-@retry(
-    stop=stop_after_delay(REMOVE_RETRY_S),
-    wait=wait_fixed(0.5),
-    retry=retry_if_exception_type(requests.exceptions.ConnectionError),
-)
-def _remove_container(container: Container) -> None:
-    container.remove(force=True)
+def _remove_container(container: Container, deadline: float) -> None:
+    """Force-remove, retried while the engine does not answer (restarting) until ``deadline``."""
+    retrying = Retrying(
+        stop=lambda _state: time.monotonic() >= deadline,
+        wait=wait_fixed(0.5),
+        retry=retry_if_exception_type(requests.exceptions.ConnectionError),
+    )
+    retrying(container.remove, force=True)
 
 
 def sweep(client: docker.DockerClient, run_id: str | None = None) -> int:
