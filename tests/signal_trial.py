@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -60,6 +61,23 @@ class Trial:
         return f"run interrupted by {self.signal}" in self.output
 
     @property
+    def after_session(self) -> bool:
+        """The signal came after pytest had finished (handlers put back): the default action
+        ended the process; the output is a whole run's and its teardown had run."""
+        return (
+            self.exit_code == -signal.Signals[self.signal]
+            and not self.interrupted_line
+            and re.search(r"^=+ .* in [0-9.]+s .*=+$", self.output, re.MULTILINE) is not None
+        )
+
+    @property
+    def as_designed(self) -> bool:
+        """Exit 2, the last line names the signal, no traceback (or it came after the run)."""
+        if self.sent_s is None or self.after_session:
+            return True
+        return self.exit_code == 2 and self.interrupted_line and not self.traceback
+
+    @property
     def clean(self) -> bool:
         return not (self.containers or self.networks or self.temp_left)
 
@@ -73,12 +91,13 @@ class Trial:
             "planned_s": round(self.planned_s, 2),
             "sent_s": None if self.sent_s is None else round(self.sent_s, 2),
             "exit_code": self.exit_code,
-            "phase": self.phase,
+            "phase": "after the session" if self.after_session else self.phase,
             "interrupted_line": self.interrupted_line,
             "containers_left": self.containers,
             "networks_left": self.networks,
             "temp_left": self.temp_left,
             "traceback": self.traceback,
+            "as_designed": self.as_designed,
         }
 
 
