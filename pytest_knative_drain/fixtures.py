@@ -134,9 +134,11 @@ def drain_platform(
         failure = f"--platform={options.platform}: {exc}"
     if failure:  # outside the except block: no "During handling..." chain in the output
         pytest.fail(failure, pytrace=False)
-    _say(pytestconfig, f"{options.platform} platform ready in {time.monotonic() - started:.1f} s")
-    report.environment.update(platform.describe())
-    try:
+    try:  # from here on: a signal (interrupts.py) landing anywhere still closes the platform
+        _say(
+            pytestconfig, f"{options.platform} platform ready in {time.monotonic() - started:.1f} s"
+        )
+        report.environment.update(platform.describe())
         yield platform
     finally:
         platform.close()

@@ -41,6 +41,8 @@ from tenacity import (
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 
+from ..interrupts import shielded
+
 T = TypeVar("T")
 Progress = Callable[[str], None]
 
@@ -716,9 +718,10 @@ class Namespaces:
                 labels={RUN_LABEL: self.run_id, "app.kubernetes.io/managed-by": FIELD_MANAGER},
             )
         )
-        with api_call(f"create namespace {name}", self.api):
-            self.core.create_namespace(body, _request_timeout=REQUEST_TIMEOUT)
-        self.created.append(name)
+        with shielded():  # a signal lands after the name is held, so it is deleted
+            with api_call(f"create namespace {name}", self.api):
+                self.core.create_namespace(body, _request_timeout=REQUEST_TIMEOUT)
+            self.created.append(name)
         return name
 
     def delete(self, name: str) -> None:
@@ -728,7 +731,11 @@ class Namespaces:
         (the namespace stays behind and the message says where).
         """
         try:
-            with api_call(f"delete namespace {name}", self.api), contextlib.suppress(ApiException):
+            with (
+                shielded(),  # a signal cannot cut the call after the name is dropped below
+                api_call(f"delete namespace {name}", self.api),
+                contextlib.suppress(ApiException),
+            ):
                 self.core.delete_namespace(
                     name, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
                 )

@@ -55,6 +55,9 @@ class KindCluster:
                 text=True,
                 timeout=timeout_s,
                 check=False,
+                # not in pytest's process group: a second Ctrl-C (or a group SIGTERM) must not
+                # kill `kind delete cluster`; on a signal pytest kills kind itself (interrupts.py)
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise ClusterError(f"{what}: no answer from kind within {timeout_s:.0f} s") from None
