@@ -39,6 +39,7 @@ class Target:
     port: int
     authority: str  # default Host header
     path: str  # path?query of the URL
+    tls: bool = False  # https: the engine wraps each connection in TLS (tls_socket)
 
 
 def parse_url(url: str) -> Target:
@@ -46,16 +47,19 @@ def parse_url(url: str) -> Target:
     if not isinstance(url, str):
         raise ValueError(f"url: an http://host[:port]/path URL is required, got {url!r}")
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"url: only http://host[:port]/path URLs are supported, got {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"url: only http:// or https://host[:port]/path URLs are supported, got {url!r}"
+        )
+    tls = parts.scheme == "https"
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if tls else 80)
     except ValueError:
         raise ValueError(f"url: bad port in {url!r}") from None
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
+    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path, tls)
 
 
 def request_bytes(target: str, headers: list[tuple[str, str]]) -> bytes:

@@ -46,6 +46,7 @@ from .http1 import (
     request_bytes,
 )
 from .records import RequestRecord
+from .tls_socket import ClientTLS, TLSSocket, handshake_error
 
 CONNECT_PARALLEL = 256  # connects in flight at once: keeps the server's accept queue sane
 FD_RESERVE = 64  # descriptors kept free for the interpreter, logs, event actions
@@ -287,10 +288,10 @@ class _Slot:
         self.sock = sock
         self.fd = sock.fileno()
         err = sock.connect_ex(eng.addr)
-        if err == 0:
+        if err == 0 and eng.tls is None:
             self._connected()
             return False
-        if err not in _IN_PROGRESS:
+        if err and err not in _IN_PROGRESS:
             self._connect_failed(OSError(err, os.strerror(err)))
             return False
         self.phase = _CONNECTING
@@ -308,11 +309,51 @@ class _Slot:
         eng = self.eng
         eng.loop.remove_writer(self.fd)
         self.writing = False
-        eng.connect_finished()
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+        if not err and eng.tls is not None:
+            self.sock = TLSSocket(self.sock, eng.tls)  # type: ignore[arg-type]
+            self._handshake()  # still connecting: connect_finished() when it ends
+            return
+        eng.connect_finished()
         if err:
             self._connect_failed(OSError(err, os.strerror(err)))
         else:
+            self._connected()
+
+    def _handshake(self) -> None:
+        try:
+            self._handshake_step()
+        except Exception as exc:  # an engine bug: surface it through the batch
+            self.run.crash(exc)
+
+    def _handshake_step(self) -> None:
+        """One TLS handshake step (https): wait for the socket, fail, or go on connected."""
+        eng = self.eng
+        if self.reading:
+            eng.loop.remove_reader(self.fd)
+            self.reading = False
+        if self.writing:
+            eng.loop.remove_writer(self.fd)
+            self.writing = False
+        try:
+            want = self.sock.handshake()  # type: ignore[union-attr]
+        except OSError as exc:
+            eng.connect_finished()
+            error, detail = handshake_error(exc)
+            self._close()
+            eng.fail(self.rec, error, detail)  # type: ignore[arg-type]
+            self.tok += 1
+            self.phase = _IDLE
+            eng.loop.call_soon(self.next)
+            return
+        if want == "read":
+            eng.loop.add_reader(self.fd, self._handshake)
+            self.reading = True
+        elif want == "write":
+            eng.loop.add_writer(self.fd, self._handshake)
+            self.writing = True
+        else:
+            eng.connect_finished()
             self._connected()
 
     def _connected(self) -> None:
@@ -582,9 +623,15 @@ class _Runner:
         headers: Mapping[str, str] | None,
         connect_lead_s: float,
         deadline_s: float | None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.target = parse_url(url)
         self.url = url
+        if tls is not None and not isinstance(tls, ClientTLS):
+            raise ValueError(f"tls: None or a ClientTLS, got {tls!r}")
+        if tls is not None and not self.target.tls:
+            raise ValueError(f"tls: settings for TLS given with a plain http:// URL {url!r}")
+        self.tls = tls or (ClientTLS.default(self.target.host) if self.target.tls else None)
         for name, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ValueError(f"{name}: None (no limit) or seconds > 0, got {value!r}")
@@ -834,6 +881,7 @@ async def run_schedule(
     headers: Mapping[str, str] | None = None,
     connect_lead_s: float = 0.5,
     deadline_s: float | None = None,
+    tls: ClientTLS | None = None,
 ) -> ScheduleResult:
     """Run batches and events at their offsets; one record per planned request, never retried.
 
@@ -842,6 +890,8 @@ async def run_schedule(
     is still running then is cancelled and recorded as "timeout". Offsets ``at_s`` count
     from ``ScheduleResult.started_mono``, which leaves the first batch its connect lead.
     A "Host" entry in ``headers`` overrides the Host header (Knative ingress routing).
+    An https:// URL is spoken over TLS: ``tls`` says whom to trust, the SNI name and a SAN
+    the certificate must carry (the system's roots and the URL's host if not given).
     """
     runner = _Runner(
         url,
@@ -853,6 +903,7 @@ async def run_schedule(
         headers=headers,
         connect_lead_s=connect_lead_s,
         deadline_s=deadline_s,
+        tls=tls,
     )
     thresholds = gc.get_threshold()
     gc.set_threshold(max(GC_GEN0_THRESHOLD, thresholds[0]), *thresholds[1:])
@@ -873,6 +924,7 @@ def run_schedule_sync(
     headers: Mapping[str, str] | None = None,
     connect_lead_s: float = 0.5,
     deadline_s: float | None = None,
+    tls: ClientTLS | None = None,
 ) -> ScheduleResult:
     """``run_schedule`` for callers without an event loop (pytest tests, the CLI)."""
     try:
@@ -894,6 +946,7 @@ def run_schedule_sync(
             headers=headers,
             connect_lead_s=connect_lead_s,
             deadline_s=deadline_s,
+            tls=tls,
         )
     )
 

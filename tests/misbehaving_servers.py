@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
@@ -69,6 +70,7 @@ class LoopbackServer:
         pod: str = "pod-a",
         revision: str = "rev-1",
         lie_keepalive: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour: one of {sorted(BEHAVIOURS)}, got {behaviour!r}")
@@ -76,6 +78,7 @@ class LoopbackServer:
         self.pod = pod
         self.revision = revision
         self.lie_keepalive = lie_keepalive
+        self.tls = tls  # a server context: every behaviour over TLS (https:// URL)
         self.connections = 0  # accepted connections
         self.requests = 0  # request heads read
         self.heads: list[bytes] = []  # the raw request heads, in arrival order
@@ -88,7 +91,7 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     def __str__(self) -> str:
         return self.url
@@ -115,7 +118,7 @@ class LoopbackServer:
         self._loop = loop
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=4096)
+                asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=4096, ssl=self.tls)
             )
             self.port = server.sockets[0].getsockname()[1]
             self._server = server

@@ -78,5 +78,7 @@ def test_request_and_url_checks() -> None:
     assert wire == b"GET /?sleep=1000 HTTP/1.1\r\nHost: svc.ns.example.com\r\n\r\n"
     with pytest.raises(ValueError, match="illegal header"):
         request_bytes("/", [("Host", "a\r\nb")])
-    with pytest.raises(ValueError, match="only http://"):
-        parse_url("https://127.0.0.1/")
+    secure = parse_url("https://127.0.0.1/")
+    assert (secure.port, secure.tls, target.tls) == (443, True, False)
+    with pytest.raises(ValueError, match="only http:// or https://"):
+        parse_url("ftp://127.0.0.1/")

@@ -248,8 +248,8 @@ def test_body_is_capped() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"url": "https://127.0.0.1/"}, "url: only http://"),
-        ({"url": "not a url"}, "url: only http://"),
+        ({"url": "ftp://127.0.0.1/"}, "url: only http:// or https://"),
+        ({"url": "not a url"}, "url: only http:// or https://"),
         ({"url": "http://127.0.0.1:99999/"}, "url: bad port"),
         ({"timeout_s": 0}, "timeout_s"),
         ({"deadline_s": -1}, "deadline_s"),
