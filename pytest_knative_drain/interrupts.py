@@ -24,12 +24,16 @@ Two rules keep the unwinding whole:
   report, JUnit, allure) a signal is only recorded, never raised: pytest does not catch a
   ``KeyboardInterrupt`` there, and the run is ending anyway. The exit code is still 2.
 
-Handlers are installed only in the main thread (``signal.signal`` works nowhere else) and
-only over a signal's default or Python's Ctrl-C handler: a signal the parent set to be
-ignored (``nohup``'s SIGHUP, a background job's SIGINT) stays ignored, and another Python
-handler runs first (if it raises, its exception unwinds the run instead). ``uninstall``
-puts back what was there and says the run's last line. pytest is imported only by
-:func:`install`, which the plugin calls from ``pytest_configure``.
+Handlers are installed only in the main thread (``signal.signal`` works nowhere else),
+from ``pytest_configure`` to the last ``pytest_unconfigure``; before and after, Python's
+defaults apply (a SIGTERM after the run ended kills a process with nothing left to clean).
+A signal the parent set to be ignored (``nohup``'s SIGHUP, a background job's SIGINT)
+stays ignored; another Python handler found at install runs first (if it raises, its
+exception unwinds the run instead). ``uninstall`` puts back what was there and says the
+run's last line. Child processes that clean up (``kind delete cluster``) run in their own
+session, so a signal sent to the whole process group (a terminal's Ctrl-C, ``timeout``)
+reaches only pytest, which decides. pytest is imported only by
+:func:`install_signal_guard`, which the plugin calls from ``pytest_configure``.
 """
 
 from __future__ import annotations

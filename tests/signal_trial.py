@@ -131,12 +131,14 @@ def run_trial(
     *,
     select: str = DEFAULT_SELECT,
     knative_version: str = "1.14",
+    extra_args: tuple[str, ...] = (),
     timeout_s: float = 600,
 ) -> Trial:
     """Start the run, send ``sig`` and count what is left once it exited.
 
     ``after``: seconds after start, or ``"pod+S"``: S seconds after the run's first
-    container appears (``"pod+0"``: during pod start).
+    container appears (``"pod+0"``: during pod start). What the run keeps (``extra_args``
+    with ``--keep-cluster``) is listed in the trial, not removed: the caller removes it.
     """
     workdir = Path(tempfile.mkdtemp(prefix="knative-drain-signal-trial-"))
     tmp = workdir / "tmp"
@@ -162,6 +164,7 @@ def run_trial(
         "no:cacheprovider",
         "-p",
         "signal_trial",
+        *extra_args,
     ]
     out_path = workdir / "output.txt"
     try:

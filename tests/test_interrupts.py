@@ -9,6 +9,7 @@ its containers, networks and temp files (``signal_trial``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import signal
 import subprocess
@@ -275,3 +276,23 @@ def test_local_conformance_run_leaves_nothing_on_a_signal(sig: signal.Signals, a
     assert trial.interrupted_line, trial.output
     assert trial.clean, facts
     assert not trial.traceback, trial.output
+
+
+@pytest.mark.slow
+def test_a_kept_run_keeps_its_containers_on_a_signal() -> None:
+    """``--keep-cluster``: the user asked to keep them, so the interrupted run does."""
+    import docker
+    import docker.errors
+    from signal_trial import run_trial
+
+    trial = run_trial(signal.SIGTERM, "pod+4", extra_args=("--keep-cluster",))
+    client = docker.from_env()
+    try:
+        assert trial.exit_code == pytest.ExitCode.INTERRUPTED, trial.output
+        assert trial.interrupted_line, trial.output
+        assert trial.containers, f"--keep-cluster: the run's pod was removed: {trial.to_dict()}"
+    finally:  # kept on purpose by the run; removed here by the test
+        for name in trial.containers:  # gone already if another run swept it (owner exited)
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(name).remove(force=True)
+        client.close()
