@@ -267,6 +267,8 @@ class Drain:
                 max_scale=scenario.max_scale,
                 target_burst_capacity=scenario.target_burst_capacity if tbc is None else tbc,
                 annotations=scenario.annotations,
+                response_start_timeout_seconds=config.response_start_timeout_s,
+                idle_timeout_seconds=config.idle_timeout_s,
             ) as pod,
         ):
             result = run_scenario(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .records import BODY_LIMIT, POD_HEADER, REVISION_HEADER, RequestRecord
+from .records import BODY_LIMIT, BODY_TAIL, POD_HEADER, REVISION_HEADER, RequestRecord
 
 HEAD_LIMIT = 65536  # bytes a response head (or a chunk header) may take
 # response framing, and chunked-decoder states (negative values of ResponseParser.left)
@@ -88,7 +88,7 @@ class ResponseParser:
     still expected (Content-Length framing).
     """
 
-    __slots__ = ("rec", "wall_off", "hbuf", "framing", "left", "cbuf", "body", "keep")
+    __slots__ = ("rec", "wall_off", "hbuf", "framing", "left", "cbuf", "body", "tail", "keep")
 
     def __init__(self) -> None:
         self.wall_off = 0.0  # wall clock = monotonic + wall_off (the engine's anchor)
@@ -98,6 +98,7 @@ class ResponseParser:
         self.left = 0
         self.cbuf = b""
         self.body = b""
+        self.tail = b""  # the last BODY_TAIL bytes: a stream's end line
         self.keep = False
 
     def reset(self, rec: RequestRecord, wall_off: float) -> None:
@@ -107,6 +108,7 @@ class ResponseParser:
         self.hbuf = b""
         self.framing = HEAD
         self.body = b""
+        self.tail = b""
         self.keep = False
 
     def feed(self, data: bytes) -> bool:
@@ -202,6 +204,7 @@ class ResponseParser:
         self.rec.bytes_received += len(data)  # type: ignore[union-attr]
         if len(self.body) < BODY_LIMIT:
             self.body += data[: BODY_LIMIT - len(self.body)]
+        self.tail = (self.tail + data)[-BODY_TAIL:] if len(data) < BODY_TAIL else data[-BODY_TAIL:]
 
     def _chunks(self, data: bytes) -> bool:
         buf = self.cbuf + data if self.cbuf else data

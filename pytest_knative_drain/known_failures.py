@@ -88,6 +88,54 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
             "pass. 1.8.6 is refused by the module mirror and 1.9.3 does not build here"
         ),
     ),
+    KnownFailure(
+        id="queue-proxy-cuts-websockets-at-drain",
+        title=(
+            "queue-proxy exits at the end of its drain with websocket sessions open: "
+            "http.Server.Shutdown neither waits for nor closes hijacked connections, so every "
+            "session is cut (1006) while the app is still closing it with 1000"
+        ),
+        scenarios=("websocket-long",),
+        configs=("default",),
+        # pkg/queue/sharedmain/main.go: after Drain() only srv.Shutdown (which ignores
+        # hijacked connections), up to knative-v1.21.3; #16362 (ce8ae6c381, knative-v1.22.0)
+        # wraps the handler in a HijackTracker and polls until the upgraded requests end
+        # (at most 60 s). No 1.21.x tag has pkg/http/handler/hijack.go.
+        affected=(("1.0.0", "1.21.3"),),
+        fixed_in=("1.22.0",),
+        issues=("knative/serving#15759", "knative/serving#16080"),
+        fix="knative/serving#16362",
+        signature="queue-proxy",
+        evidence=(
+            "local platform: see README's known-failures table; 1.14.2 cuts every session of "
+            "go-shutdown and python-gunicorn-exec at delete+30 s, 1.23.0 passes"
+        ),
+    ),
+    KnownFailure(
+        id="response-start-timeout-hangs-stream",
+        title=(
+            "with responseStartTimeoutSeconds set, a response that started before it and "
+            "ends after it never completes: queue-proxy's timeout handler blocks forever "
+            "draining the expired timer, so the terminating chunk is never written and "
+            "queue-proxy is SIGKILLed at the end of the grace period"
+        ),
+        scenarios=("streaming-long",),
+        configs=("response-start-timeout",),
+        # pkg/http/handler/timeout.go: putTimer(responseStartTimeout, drained=false) after
+        # the timer fired with the response started (responseStartTimeoutDrained only set
+        # when it wrote the 504); REVISION_RESPONSE_START_TIMEOUT_SECONDS exists from 1.7.
+        # #15899 (cf4b1ae481) sets it in both branches, first in knative-v1.19.0.
+        affected=(("1.7.0", "1.18.2"),),
+        fixed_in=("1.19.0",),
+        issues=("knative/serving#15352",),
+        fix="knative/serving#15899",
+        signature="queue-proxy",
+        evidence=(
+            "local platform: see README's known-failures table; 1.14.2 leaves every stream "
+            "of go-shutdown without its terminating chunk until queue-proxy is SIGKILLed at "
+            "120 s, 1.23.0 passes"
+        ),
+    ),
 )
 
 

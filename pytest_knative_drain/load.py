@@ -73,6 +73,9 @@ class Batch:
     ``concurrency`` None sends all at once; otherwise that many slots each send
     their share one after another. ``path`` "/" keeps the URL's own path and query;
     any other value (may hold a query, e.g. "/?sleep=300000") replaces them.
+    ``expect_end``: a stream's proof of completeness, the prefix its body's last line must
+    have (the fixture apps' ``/stream`` ends with "stream complete: ..."); it replaces the
+    schedule's ``expect_body`` for this batch.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Batch:
     at_s: float = 0.0
     path: str = "/"
     concurrency: int | None = None
+    expect_end: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -94,6 +98,13 @@ class Batch:
             raise ValueError(f"Batch {self.name!r} at_s: seconds >= 0, got {self.at_s!r}")
         if not isinstance(self.path, str) or not self.path.startswith("/"):
             raise ValueError(f"Batch {self.name!r} path: must start with '/', got {self.path!r}")
+        if self.expect_end is not None and (
+            not isinstance(self.expect_end, str) or not self.expect_end
+        ):
+            raise ValueError(
+                f"Batch {self.name!r} expect_end: None or a non-empty string, "
+                f"got {self.expect_end!r}"
+            )
         if self.concurrency is not None and (
             isinstance(self.concurrency, bool)
             or not isinstance(self.concurrency, int)
@@ -540,7 +551,13 @@ class _Slot:
         body = self.p.body
         if body:
             rec.body = body.decode("utf-8", "replace")
-        if self.eng.expect_body is not None:
+        if self.p.tail:
+            rec.body_tail = self.p.tail.decode("utf-8", "replace")
+        end = self.run.batch.expect_end
+        if end is not None:  # a stream: its last line proves it complete
+            lines = rec.body_tail.rstrip("\n").rsplit("\n", 1)
+            rec.body_ok = rec.body_tail.endswith("\n") and lines[-1].startswith(end)
+        elif self.eng.expect_body is not None:
             rec.body_ok = self.eng.expect_body in rec.body
         if self.reading:
             self.eng.loop.remove_reader(self.fd)

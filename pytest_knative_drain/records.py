@@ -16,6 +16,19 @@ REVISION_HEADER = "x-revision-name"
 
 #: Transport outcomes the load engine can record in ``RequestRecord.error``.
 TRANSPORT_ERRORS = ("reset", "empty_reply", "refused", "timeout", "truncated", "protocol_error")
+#: How a websocket session can fail (ws_load.py), also in ``RequestRecord.error``:
+#: no close frame before the connection ended (1006), a TCP reset, an upgrade answered
+#: with something else than 101, a close frame with another code than 1000, and a close
+#: 1000 that left messages unanswered.
+WEBSOCKET_ERRORS = (
+    "ws_abnormal_close",
+    "ws_reset",
+    "ws_handshake_refused",
+    "ws_close_code",
+    "ws_unanswered",
+)
+
+BODY_TAIL = 128  # bytes kept from the end of a body: where a stream says it is complete
 
 BODY_LIMIT = 512  # bytes of body kept per request: enough for any Go/Envoy error text
 
@@ -48,6 +61,13 @@ class RequestRecord:
     pod: str | None = None
     revision: str | None = None
     server: str | None = None  # the Server response header (envoy, ...)
+    kind: str = "http"  # "http" (one answer, streamed or not) or "websocket" (a session)
+    body_tail: str = ""  # last BODY_TAIL bytes of the body (streams end with their proof)
+    # websocket sessions: messages written and echoed, the close frame the server sent
+    messages_sent: int = 0
+    messages_answered: int = 0
+    close_code: int | None = None  # None: no close frame came (1006 in RFC 6455 terms)
+    close_reason: str | None = None
 
     @property
     def duration_s(self) -> float | None:

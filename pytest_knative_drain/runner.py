@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import load, verdict
+from . import load, verdict, ws_load
 from .records import RequestRecord
-from .scenarios import DEFAULT_CONFIG, TRIGGERS, ScenarioPlan, Trigger
+from .scenarios import DEFAULT_CONFIG, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+
+STREAM_END = "stream complete"  # the last line of a complete fixture-app /stream body
 
 
 class TriggerError(RuntimeError):
@@ -154,20 +156,9 @@ def run_scenario(
     started = time.monotonic()
     trigger = trigger or TRIGGERS["pod-delete"]
     grace = timeout_seconds or plan.timeout_seconds
-    batches = [
-        load.Batch(b.name, b.requests, at_s=b.at_s, path=f"/?sleep={int(b.sleep_s * 1000)}")
-        for b in plan.batches
-    ]
     events = [load.Event(trigger.name, plan.trigger_at_s, lambda: target.trigger(trigger))]
     bound = plan.last_request_end_s + max(grace, plan.timeout_seconds) + 60  # never unbounded
-    result = load.run_schedule_sync(
-        target.url,
-        batches,
-        events,
-        expect_body="slept",
-        deadline_s=bound,
-        headers=getattr(target, "headers", None),  # Host of the ksvc behind a cluster ingress
-    )
+    result = _load(target, plan.batches, events, bound)
     failed = [e for e in result.events if e.error or e.started_mono is None]
     if failed:
         event = failed[0]
@@ -197,6 +188,41 @@ def run_scenario(
     judge_result(out)
     out.duration_s = time.monotonic() - started
     return out
+
+
+def _load(
+    target: Terminable, specs: tuple[BatchSpec, ...], events: list[load.Event], bound: float
+) -> load.ScheduleResult:
+    """The plan's batches as load: HTTP requests and streams through the load engine,
+    websocket sessions through ws_load (a plan holds one or the other)."""
+    headers = getattr(target, "headers", None)  # Host of the ksvc behind a cluster ingress
+    if any(b.kind == "websocket" for b in specs):
+        if any(b.kind != "websocket" for b in specs):
+            raise ValueError("a scenario plan mixes websocket sessions with HTTP batches")
+        sessions = [
+            ws_load.Sessions(b.name, b.requests, b.at_s, "/ws", b.interval_s, hold_s=b.sleep_s)
+            for b in specs
+        ]
+        return ws_load.run_ws_schedule_sync(
+            target.url, sessions, events, headers=headers, deadline_s=bound
+        )
+    batches = [_http_batch(b) for b in specs]
+    return load.run_schedule_sync(
+        target.url,
+        batches,
+        events,
+        expect_body="slept",
+        deadline_s=bound,
+        headers=headers,
+        tls=getattr(target, "tls", None),  # internal TLS: trust and names, as the activator
+    )
+
+
+def _http_batch(b: BatchSpec) -> load.Batch:
+    if b.kind == "stream":
+        path = f"/stream?duration={int(b.sleep_s * 1000)}&interval={int(b.interval_s * 1000)}"
+        return load.Batch(b.name, b.requests, at_s=b.at_s, path=path, expect_end=STREAM_END)
+    return load.Batch(b.name, b.requests, at_s=b.at_s, path=f"/?sleep={int(b.sleep_s * 1000)}")
 
 
 def judge_result(result: ScenarioResult) -> None:

@@ -13,12 +13,25 @@ from dataclasses import dataclass, field
 DRAIN_QUIET_S = 30.0  # pkg/queue/sharedmain/main.go drainSleepDuration
 
 
+#: What a batch sends: "http" GET /?sleep (one answer after sleep_s), "stream" GET /stream
+#: (a chunked answer that ends after sleep_s, a line every interval_s), "websocket" GET /ws
+#: (a session echoing one message every interval_s, held open by the client for at most
+#: sleep_s: the app must close it).
+BATCH_KINDS = ("http", "stream", "websocket")
+
+
 @dataclass(frozen=True)
 class BatchSpec:
     name: str
     requests: int
     at_s: float  # offset from schedule start
-    sleep_s: float  # how long the app holds each request
+    sleep_s: float  # how long the app holds each request (stream: its length; websocket: hold)
+    kind: str = "http"
+    interval_s: float = 1.0  # stream: between lines; websocket: between messages
+
+    def __post_init__(self) -> None:
+        if self.kind not in BATCH_KINDS:
+            raise ValueError(f"BatchSpec kind: one of {', '.join(BATCH_KINDS)}, got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,32 @@ _STREAM = {
     ),
 }
 
+# Long-lived connections (issue 10 part 2). Streams end at 75 s: after the app's SIGTERM
+# (~32 s) and after gunicorn's default graceful timeout (~62 s), like pod-delete-long.
+# Websocket sessions are opened before the trigger and held by the client up to 150 s: a
+# draining app closes them with 1000 a few seconds after its SIGTERM; one that does not
+# is cut by SIGKILL at the end of the 120 s grace period first.
+_STREAMS = {
+    "quick": ScenarioPlan(
+        (BatchSpec("streams", 20, 0.0, 75, kind="stream"),), trigger_at_s=2, timeout_seconds=120
+    ),
+    "seed": ScenarioPlan(
+        (BatchSpec("streams", 200, 0.0, 300, kind="stream"),), trigger_at_s=10, timeout_seconds=600
+    ),
+}
+_WEBSOCKETS = {
+    "quick": ScenarioPlan(
+        (BatchSpec("sessions", 20, 0.0, 150, kind="websocket"),),
+        trigger_at_s=2,
+        timeout_seconds=120,
+    ),
+    "seed": ScenarioPlan(
+        (BatchSpec("sessions", 200, 0.0, 660, kind="websocket"),),
+        trigger_at_s=10,
+        timeout_seconds=600,
+    ),
+}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -213,6 +252,18 @@ SCENARIOS: dict[str, Scenario] = {
                 "quick": ScenarioPlan(_two(50, 75, 10), trigger_at_s=5, timeout_seconds=120),
                 "seed": ScenarioPlan(_two(200, 300, 90), trigger_at_s=60, timeout_seconds=600),
             },
+        ),
+        Scenario(
+            "streaming-long",
+            "pod deleted with chunked streams (a line a second) whose end comes after the "
+            "app's SIGTERM: every body must be complete and terminated",
+            _STREAMS,
+        ),
+        Scenario(
+            "websocket-long",
+            "pod deleted with websocket sessions opened before, one message echoed a second: "
+            "every message answered and every session closed 1000 by the app",
+            _WEBSOCKETS,
         ),
         Scenario(
             "deletion-timeliness",
@@ -364,7 +415,8 @@ APPS: dict[str, FixtureApp] = {
         FixtureApp(
             "python-gunicorn-default-timeout",
             "gunicorn's default --graceful-timeout 30: kills requests 30 s after SIGTERM",
-            {name: _DROPS for name in _LONG_ON_USER_POD},
+            # its websockets close with 1000 at once on SIGTERM, well inside the 30 s
+            {name: _DROPS for name in _LONG_ON_USER_POD if name != "websocket-long"},
         ),
         FixtureApp(
             "go-exit",
@@ -393,6 +445,10 @@ class KnativeConfig:
     activator_grace_s: int | None = None  # activator terminationGracePeriodSeconds
     activator_replicas: int | None = None  # exactly this many activators (HPA min = max)
     scale: int | None = None  # revision pods, instead of the scenario's
+    # revision spec responseStartTimeoutSeconds / idleTimeoutSeconds (Knative 1.7+); on
+    # local queue-proxy's REVISION_RESPONSE_START_TIMEOUT_SECONDS / _IDLE_TIMEOUT_SECONDS
+    response_start_timeout_s: int | None = None
+    idle_timeout_s: int | None = None
     expect: frozenset[str] = PASS
 
     def applies_to(self, scenario: Scenario) -> bool:
@@ -429,6 +485,21 @@ CONFIGS: dict[str, KnativeConfig] = {
             # timeout", or the activator's 504 "activator request timeout" when it is in
             # the path (on kind: one pod and the default target-burst-capacity 200)
             expect=frozenset({"queue-proxy", "activator", "sigkill"}),
+        ),
+        KnativeConfig(
+            "response-start-timeout",
+            "responseStartTimeoutSeconds 10: after the first byte of a stream (at once), before "
+            "its end (75 s); timeoutSeconds 120 above the whole stream. Knative times only the "
+            "first byte, so a drain-clean app must pass",
+            scenarios=("streaming-long",),
+            response_start_timeout_s=10,
+        ),
+        KnativeConfig(
+            "idle-timeout",
+            "idleTimeoutSeconds 10, above the 1 s between a stream's lines: a drain-clean app "
+            "streaming through its SIGTERM must pass",
+            scenarios=("streaming-long",),
+            idle_timeout_s=10,
         ),
         KnativeConfig(
             "activator-in-path",

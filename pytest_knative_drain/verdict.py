@@ -27,6 +27,13 @@ CLASSES = (
     "timeout",
     "truncated",
     "protocol_error",
+    # websocket sessions (ws_load.py): how a session ended when it was not a close 1000 by
+    # the app with every message answered
+    "ws_abnormal_close",
+    "ws_reset",
+    "ws_handshake_refused",
+    "ws_close_code",
+    "ws_unanswered",
 )
 SIGNATURES = ("queue-proxy", "activator", "ingress", "unknown")
 
@@ -127,6 +134,37 @@ HINTS = {
         "was still running and serving them (a queue-proxy that stops without shutting its "
         "server down gracefully; Knative 1.1.0-1.9.2, knative/serving#13720)"
     ),
+    "qp_exited_ws": (
+        "queue-proxy ended with websocket sessions open: its http.Server.Shutdown neither "
+        "waits for nor closes hijacked connections, so it exits at the end of its drain and "
+        "cuts them while the app still serves them (knative/serving#15759, fixed by #16362 "
+        "in 1.22.0)"
+    ),
+    "app_cut_stream": (
+        "the app ended the connection mid-stream (it exited, or was killed, after SIGTERM) "
+        "and queue-proxy could only pass the cut on: finish streams before exiting, with a "
+        "graceful timeout above the longest stream"
+    ),
+    "app_cut_ws": (
+        "the app's process ended with the websocket open and sent no close frame: on SIGTERM "
+        "answer what is in flight and close each session with 1000, then exit"
+    ),
+    "qp_held": (
+        "queue-proxy held the response open after the app had ended it, until it was killed "
+        "at the end of the grace period (with responseStartTimeoutSeconds: Knative "
+        "1.7-1.18, knative/serving#15352, fixed by #15899 in 1.19.0)"
+    ),
+    "ws_handshake_refused": (
+        "the websocket upgrade was not answered with 101: the app or a proxy in front "
+        "refused it (shutting down, gone, or not a websocket route)"
+    ),
+    "ws_close_code": "the server closed the session with a close code other than 1000",
+    "ws_unanswered": (
+        "the server closed with 1000 but left messages it had received unanswered: answer "
+        "what is in flight before closing"
+    ),
+    "ws_cut": "websocket session ended without a close frame (1006) or by a reset",
+    "ws_timeout": "the app never closed the websocket session within the client's hold time",
     "timeout": "no complete answer within the client timeout",
     "truncated": "body shorter than declared or not the expected body: the answer was cut",
     "protocol": "malformed HTTP answer",
@@ -147,6 +185,8 @@ class Judgement:
 
 def judge(record: RequestRecord) -> Judgement:
     """Classify one request and name the component that cut it."""
+    if record.kind == "websocket":
+        return _judge_websocket(record)
     body = (record.body or "").strip()
     status_2xx = record.status is not None and 200 <= record.status < 300
     if record.error == "truncated" or (status_2xx and record.body_ok is False):
@@ -171,12 +211,44 @@ def judge(record: RequestRecord) -> Judgement:
     return Judgement("http_other", _signature_from_server(record), HINTS["http_other"])
 
 
+def _judge_websocket(record: RequestRecord) -> Judgement:
+    """A websocket session: ok only when the app closed it with 1000, all answered."""
+    if record.error is None:
+        return Judgement("ok", None, None)
+    if record.error == "ws_handshake_refused":
+        status = record.status or 0
+        body = (record.body or "").strip()
+        if status >= 500:
+            return Judgement("ws_handshake_refused", *_signature_5xx(status, body, record.server))
+        by_body = _signature_from_body(status, body) if status else None
+        if by_body is not None:
+            return Judgement("ws_handshake_refused", *by_body)
+        sig = "ingress" if _is_envoy(record.server) else "unknown"
+        return Judgement("ws_handshake_refused", sig, HINTS["ws_handshake_refused"])
+    hint = {
+        "ws_abnormal_close": HINTS["ws_cut"],
+        "ws_reset": HINTS["ws_cut"],
+        "ws_close_code": HINTS["ws_close_code"],
+        "ws_unanswered": HINTS["ws_unanswered"],
+        "timeout": HINTS["ws_timeout"],
+        "refused": HINTS["refused"],
+        "reset": HINTS["cut"],
+        "empty_reply": HINTS["cut"],
+    }.get(record.error, HINTS["protocol"])
+    cls = record.error if record.error in CLASSES else "protocol_error"
+    return Judgement(cls, "unknown", hint)
+
+
 # How far a pod event may be from the end of the request it explains: the client sees a
 # socket close before Docker reports the process gone, and that report lags by up to ~1 s
 # on a loaded 2-core host.
 _BEFORE_S = 1.5
 _AFTER_S = 2.0
 _CUT_WITHOUT_ANSWER = frozenset({"empty_reply", "reset"})
+# Cuts of a long-lived connection: a stream cut mid-body, a websocket ended with no close
+# frame. Read against the timeline like the cuts above, and put down to the app when its
+# container had just ended (queue-proxy only passed the cut on).
+_LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
 
 
 def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = _BEFORE_S) -> Any:
@@ -196,11 +268,51 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
     there to answer.
     """
     j = judge(record)
-    if j.cls in _CUT_WITHOUT_ANSWER and j.signature == "unknown":
+    long_cut = j.cls in _LONG_CUTS or (record.kind == "websocket" and j.cls == "reset")
+    if (j.cls in _CUT_WITHOUT_ANSWER or long_cut) and j.signature == "unknown":
         qp_exit = _queue_proxy_left_first(record, events)
         if qp_exit is not None:
-            return Judgement(j.cls, "queue-proxy", HINTS["qp_exited"], qp_exit)
+            hint = HINTS["qp_exited_ws" if record.kind == "websocket" else "qp_exited"]
+            return Judgement(j.cls, "queue-proxy", hint, qp_exit)
+    if long_cut and j.signature == "unknown":
+        held = _queue_proxy_held_after_app(record, events)
+        if held is not None:
+            return Judgement(j.cls, "queue-proxy", HINTS["qp_held"], held)
+        app_exit = _app_left_just_before(record, events)
+        if app_exit is not None:
+            hint = HINTS["app_cut_ws" if record.kind == "websocket" else "app_cut_stream"]
+            return Judgement(j.cls, "queue-proxy", hint, app_exit)
     return j
+
+
+def _queue_proxy_held_after_app(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """queue-proxy SIGKILLed around the cut, the app having exited before: the response
+    was held by queue-proxy, not by the app."""
+    end = record.finished_mono
+    if end is None:
+        return None
+    killed = [
+        e
+        for e in events
+        if e.name == "queue-proxy exited"
+        and -_BEFORE_S <= e.mono - end <= _AFTER_S
+        and "SIGKILL" in getattr(e, "detail", "")
+    ]
+    app_gone = any(e.name == "user-container exited" and e.mono < end - _BEFORE_S for e in events)
+    return killed[0] if killed and app_gone else None
+
+
+def _app_left_just_before(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """The user container's exit (on its own or SIGKILLed) right around the cut."""
+    end = record.finished_mono
+    if end is None:
+        return None
+    near = [
+        e
+        for e in events
+        if e.name == "user-container exited" and -_BEFORE_S <= e.mono - end <= _AFTER_S
+    ]
+    return near[0] if near else None
 
 
 def explaining_event(record: RequestRecord, events: Sequence[Any] = ()) -> Any:

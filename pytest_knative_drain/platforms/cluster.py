@@ -539,6 +539,9 @@ class KsvcSpec:
     port: int = 8080
     env: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)  # more revision annotations
+    # revision spec fields (Knative 1.7+); None: the cluster's defaults
+    response_start_timeout_seconds: int | None = None
+    idle_timeout_seconds: int | None = None
 
     def check(self) -> None:
         """Raise ClusterError naming the field and its accepted values."""
@@ -557,6 +560,12 @@ class KsvcSpec:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{key}={value!r}: a whole number >= {low}")
+        for key in ("response_start_timeout_seconds", "idle_timeout_seconds"):
+            value = getattr(self, key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                problems.append(f"{key}={value!r}: None or a whole number >= 0")
         if not problems and self.max_scale and self.max_scale < self.min_scale:
             problems.append(f"max_scale={self.max_scale}: >= min_scale ({self.min_scale}) or 0")
         tbc = self.target_burst_capacity
@@ -591,6 +600,14 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
     }
     if spec.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    revision: dict[str, Any] = {
+        "timeoutSeconds": spec.timeout_seconds,
+        "containerConcurrency": spec.container_concurrency,
+    }
+    if spec.response_start_timeout_seconds is not None:
+        revision["responseStartTimeoutSeconds"] = spec.response_start_timeout_seconds
+    if spec.idle_timeout_seconds is not None:
+        revision["idleTimeoutSeconds"] = spec.idle_timeout_seconds
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -602,11 +619,7 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
         "spec": {
             "template": {
                 "metadata": {"annotations": annotations},
-                "spec": {
-                    "timeoutSeconds": spec.timeout_seconds,
-                    "containerConcurrency": spec.container_concurrency,
-                    "containers": [container],
-                },
+                "spec": {**revision, "containers": [container]},
             }
         },
     }

@@ -653,6 +653,8 @@ class LocalPlatform:
         max_scale: int | None = None,
         target_burst_capacity: int | None = None,
         annotations: dict[str, str] | None = None,
+        response_start_timeout_seconds: int | None = None,
+        idle_timeout_seconds: int | None = None,
     ) -> LocalPod:
         """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
 
@@ -666,7 +668,11 @@ class LocalPlatform:
             )
         app_image = image or self.app_images[app]
         revision = RevisionSpec(
-            service=app, revision=f"{app}-00001", timeout_seconds=timeout_seconds
+            service=app,
+            revision=f"{app}-00001",
+            timeout_seconds=timeout_seconds,
+            response_start_timeout_seconds=response_start_timeout_seconds or 0,
+            idle_timeout_seconds=idle_timeout_seconds or 0,
         )
         return LocalPod(
             self.client,

@@ -90,6 +90,8 @@ class ServingPlatform:
         max_scale: int | None = None,
         target_burst_capacity: int | None = None,
         annotations: dict[str, str] | None = None,
+        response_start_timeout_seconds: int | None = None,
+        idle_timeout_seconds: int | None = None,
     ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace.
 
@@ -106,6 +108,8 @@ class ServingPlatform:
             max_scale=scale if max_scale is None else max_scale,
             target_burst_capacity=target_burst_capacity,
             annotations=dict(annotations or {}),
+            response_start_timeout_seconds=response_start_timeout_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
         )
         return KnativePod(
             self.api,

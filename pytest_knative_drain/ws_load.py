@@ -1,0 +1,350 @@
+"""Websocket load: sessions opened at their offsets, one echoed message per interval each.
+
+Why its own module: a websocket session is not a request. It lives until the server
+closes it, and what matters is how it ends: a close frame 1000 from the app (a clean
+drain), another code, no close frame at all (1006: the connection just ended), a TCP
+reset, or an upgrade that was refused. Framing and the close handshake are the
+``websockets`` library's (no hand-written framing); this module only schedules sessions,
+times them on the load engine's clock, and writes one ``RequestRecord`` per session
+(``kind="websocket"``), never retried.
+
+A message the client wrote just before the server's close frame arrived crossed it on the
+wire: RFC 6455 forbids the server to send data after its close frame, so such a message
+(written less than ``CROSS_S`` before the close arrived) is not counted as unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .http1 import parse_url
+from .load import Event, EventRecord, ScheduleResult
+from .records import POD_HEADER, REVISION_HEADER, RequestRecord
+
+CROSS_S = 0.5  # a message written this close before the server's close frame crossed it
+CLOSE_TIMEOUT_S = 10.0  # how long the client waits for the TCP close after a close frame
+_mono = time.monotonic
+
+
+@dataclass
+class Sessions:
+    """``connections`` websocket sessions to ``path`` opened ``at_s`` after schedule start.
+
+    Each writes one text message every ``interval_s`` and waits for its echo, until the
+    server closes the session; a session the server has not closed ``hold_s`` after it
+    opened is closed by the client and recorded as "timeout" (the app never closed it).
+    """
+
+    name: str
+    connections: int
+    at_s: float = 0.0
+    path: str = "/ws"
+    interval_s: float = 1.0
+    hold_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Sessions name: a non-empty string is required, got {self.name!r}")
+        if isinstance(self.connections, bool) or not isinstance(self.connections, int):
+            raise ValueError(
+                f"Sessions {self.name!r} connections: an integer >= 0, got {self.connections!r}"
+            )
+        if self.connections < 0:
+            raise ValueError(
+                f"Sessions {self.name!r} connections: an integer >= 0, got {self.connections}"
+            )
+        for field_name in ("at_s", "interval_s", "hold_s"):
+            value = getattr(self, field_name)
+            low_ok = value >= 0 if field_name == "at_s" else value > 0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_ok:
+                raise ValueError(
+                    f"Sessions {self.name!r} {field_name}: seconds "
+                    f"{'>= 0' if field_name == 'at_s' else '> 0'}, got {value!r}"
+                )
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"Sessions {self.name!r} path: must start with '/', got {self.path!r}")
+
+
+class _Connection(ClientConnection):
+    """Keeps how the TCP connection ended: a reset is told apart from a plain close."""
+
+    lost_exc: BaseException | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_exc = exc
+        super().connection_lost(exc)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.wall_off = time.time() - _mono()
+
+    def stamp(self) -> tuple[float, float]:
+        m = _mono()
+        return m, m + self.wall_off
+
+
+async def _session(
+    rec: RequestRecord,
+    spec: Sessions,
+    uri: str,
+    connect_kw: dict[str, Any],
+    clock: _Clock,
+) -> None:
+    """One websocket session from upgrade to close; every outcome lands in ``rec``."""
+    rec.kind = "websocket"
+    rec.sent_mono, rec.sent_wall = clock.stamp()
+    try:
+        ws = await connect(uri, **connect_kw)
+    except InvalidStatus as exc:
+        rec.status = exc.response.status_code
+        rec.headers_mono, rec.headers_wall = clock.stamp()
+        _headers(rec, exc.response.headers)
+        rec.body = (exc.response.body or b"")[:512].decode("utf-8", "replace")
+        _fail(rec, clock, "ws_handshake_refused", f"upgrade answered {rec.status}, not 101")
+        return
+    except ConnectionRefusedError as exc:
+        _fail(rec, clock, "refused", f"connect: {type(exc).__name__}: {exc}")
+        return
+    except ConnectionResetError as exc:
+        _fail(rec, clock, "reset", f"upgrade: {type(exc).__name__}: {exc}")
+        return
+    except TimeoutError:
+        _fail(rec, clock, "timeout", f"no upgrade answer within {connect_kw['open_timeout']} s")
+        return
+    except (InvalidHandshake, EOFError, OSError) as exc:
+        # closed before any answer, a malformed answer, a 101 without the right headers
+        detail = f"upgrade: {type(exc).__name__}: {exc}"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EOFError) or isinstance(exc, EOFError):
+            _fail(rec, clock, "empty_reply", detail)
+        else:
+            _fail(rec, clock, "ws_handshake_refused", detail)
+        return
+    rec.status = 101
+    rec.headers_mono, rec.headers_wall = clock.stamp()
+    _headers(rec, ws.response.headers if ws.response is not None else {})
+    await _exchange(rec, spec, ws, clock)
+
+
+async def _exchange(rec: RequestRecord, spec: Sessions, ws: Any, clock: _Clock) -> None:
+    opened = _mono()
+    closed = asyncio.ensure_future(ws.wait_closed())
+    written: list[float] = []  # when each unanswered message was written
+    k = 0
+    gave_up = False
+    try:
+        while not closed.done():
+            if _mono() - opened >= spec.hold_s:
+                gave_up = True
+                break
+            msg = f"{rec.id}:{k}"
+            try:
+                await ws.send(msg)
+                written.append(_mono())
+                rec.messages_sent += 1
+                left = spec.hold_s - (_mono() - opened)
+                reply = await asyncio.wait_for(ws.recv(), timeout=max(left, 0.001))
+            except ConnectionClosed:
+                break
+            except TimeoutError:
+                gave_up = True
+                break
+            if reply == msg:
+                rec.messages_answered += 1
+                written.pop()
+            k += 1
+            pause = opened + k * spec.interval_s - _mono()
+            if pause > 0:
+                await asyncio.wait([closed], timeout=pause)
+        if gave_up:
+            await ws.close(1000, "client hold time over")
+        await closed
+    finally:
+        closed.cancel()
+    rec.finished_mono, rec.finished_wall = clock.stamp()
+    protocol = ws.protocol
+    rcvd = protocol.close_rcvd
+    if rcvd is not None:
+        rec.close_code, rec.close_reason = rcvd.code, rcvd.reason
+    if gave_up:
+        rec.error = "timeout"
+        rec.error_detail = f"the server did not close the session within {spec.hold_s:g} s"
+    elif rcvd is None:
+        lost = getattr(ws, "lost_exc", None)
+        if isinstance(lost, ConnectionResetError):
+            rec.error, rec.error_detail = "ws_reset", f"{type(lost).__name__}: {lost}"
+        else:
+            rec.error = "ws_abnormal_close"
+            rec.error_detail = "connection ended without a close frame (1006)" + (
+                f": {type(lost).__name__}: {lost}" if lost is not None else ""
+            )
+    elif not protocol.close_rcvd_then_sent:
+        rec.error = "ws_abnormal_close"
+        rec.error_detail = f"the client closed first, then got {rcvd.code}"
+    elif rcvd.code != 1000:
+        rec.error = "ws_close_code"
+        rec.error_detail = f"closed by the server with {rcvd.code} {rcvd.reason!r}, not 1000"
+    else:
+        close_at = rec.finished_mono
+        lost_msgs = [t for t in written if close_at - t > CROSS_S]
+        if lost_msgs:
+            rec.error = "ws_unanswered"
+            rec.error_detail = (
+                f"{len(lost_msgs)} of {rec.messages_sent} messages never echoed before the "
+                "server's close 1000"
+            )
+    rec.body_ok = rec.error is None
+
+
+def _headers(rec: RequestRecord, headers: Any) -> None:
+    rec.pod = headers.get(POD_HEADER)
+    rec.revision = headers.get(REVISION_HEADER)
+    rec.server = headers.get("server")
+
+
+def _fail(rec: RequestRecord, clock: _Clock, error: str, detail: str) -> None:
+    rec.error, rec.error_detail = error, detail
+    rec.finished_mono, rec.finished_wall = clock.stamp()
+    rec.body_ok = False
+
+
+async def run_ws_schedule(
+    url: str,
+    sessions: Sequence[Sessions],
+    events: Sequence[Event] = (),
+    *,
+    headers: Mapping[str, str] | None = None,
+    open_timeout_s: float = 10.0,
+    deadline_s: float | None = None,
+) -> ScheduleResult:
+    """Open the sessions and run the events at their offsets; one record per session.
+
+    ``url`` is the http:// address of the target (queue-proxy, an ingress); a "Host" entry
+    in ``headers`` names the virtual host (Knative ingress routing), the connection still
+    goes to ``url``'s host and port. ``deadline_s`` bounds the whole call: a session still
+    open then is recorded as "timeout".
+    """
+    target = parse_url(url)
+    extra = {k: v for k, v in (headers or {}).items() if k.lower() != "host"}
+    authority = next((v for k, v in (headers or {}).items() if k.lower() == "host"), None)
+    if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or deadline_s <= 0):
+        raise ValueError(f"deadline_s: None (no limit) or seconds > 0, got {deadline_s!r}")
+    sessions = list(sessions)
+    for s in sessions:
+        if not isinstance(s, Sessions):
+            raise ValueError(f"sessions: Sessions objects are required, got {s!r}")
+    records: list[RequestRecord] = []
+    for s in sessions:
+        for _ in range(s.connections):
+            records.append(RequestRecord(id=len(records), batch=s.name, url=url, kind="websocket"))
+    clock = _Clock()
+    t0 = _mono() + 0.05
+    tasks: list[asyncio.Future[Any]] = []
+    i = 0
+    for s in sessions:
+        uri = f"ws://{authority or target.authority}{s.path}"
+        kw: dict[str, Any] = {
+            "host": target.host,
+            "port": target.port,
+            "additional_headers": extra,
+            "open_timeout": open_timeout_s,
+            "close_timeout": CLOSE_TIMEOUT_S,
+            "ping_interval": None,  # the schedule's own messages are the traffic
+            "compression": None,
+            "proxy": None,  # never through an HTTP(S)_PROXY of the environment
+            "create_connection": _Connection,
+        }
+        for rec in records[i : i + s.connections]:
+            rec.planned_at = float(s.at_s)
+            tasks.append(asyncio.ensure_future(_at(t0 + s.at_s, _session(rec, s, uri, kw, clock))))
+        i += s.connections
+    event_records = [EventRecord(e.name, float(e.at_s)) for e in events]
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, len(events)), thread_name_prefix="drain-event"
+    )
+    tasks += [
+        asyncio.ensure_future(_at(t0 + e.at_s, _event(e, r, executor, clock)))
+        for e, r in zip(events, event_records, strict=True)
+    ]
+    try:
+        timeout = None if deadline_s is None else t0 + deadline_s - _mono()
+        _, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else ((), ())
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # a bug here: never disguise it as a server fault
+    finally:
+        for t in tasks:
+            t.cancel()
+        executor.shutdown(wait=False, cancel_futures=True)
+    for rec in records:
+        if rec.finished_mono is None:
+            _fail(rec, clock, "timeout", f"schedule deadline of {deadline_s} s hit")
+    for e in event_records:
+        if e.started_mono is not None and e.finished_mono is None and e.error is None:
+            e.error = f"schedule deadline of {deadline_s} s hit before the event finished"
+    fm, fw = clock.stamp()
+    return ScheduleResult(records, event_records, t0, t0 + clock.wall_off, len(records), fm, fw)
+
+
+async def _at(when: float, coro: Any) -> Any:
+    delay = when - _mono()
+    if delay > 0:
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+    return await coro
+
+
+async def _event(
+    event: Event, rec: EventRecord, executor: concurrent.futures.Executor, clock: _Clock
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def call() -> None:
+        seen["started"] = clock.stamp()
+        try:
+            seen["result"] = event.action()
+        except Exception as exc:  # recorded, the schedule goes on
+            seen["error"] = f"{type(exc).__name__}: {exc}"
+        seen["finished"] = clock.stamp()
+
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, call)
+    finally:
+        rec.started_mono, rec.started_wall = seen.get("started", (None, None))
+        if "finished" in seen:
+            rec.finished_mono, rec.finished_wall = seen["finished"]
+            rec.error = seen.get("error")
+            result = seen.get("result")
+            rec.result = None if result is None else repr(result)[:200]
+
+
+def run_ws_schedule_sync(
+    url: str,
+    sessions: Sequence[Sessions],
+    events: Sequence[Event] = (),
+    **kw: Any,
+) -> ScheduleResult:
+    """``run_ws_schedule`` for callers without an event loop (the runner, tests)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run_ws_schedule_sync: called inside a running event loop")
+    return asyncio.run(run_ws_schedule(url, sessions, events, **kw))
