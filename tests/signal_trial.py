@@ -171,15 +171,25 @@ def run_trial(
         with out_path.open("w") as out:
             started = time.monotonic()
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                preexec_fn=_default_signals,
             )
             try:
                 sent, planned = _send_when(proc, sig, after, started, timeout_s)
                 code = proc.wait(timeout=timeout_s)
             finally:
-                if proc.poll() is None:  # the trial's own bound: never leave the run going
-                    proc.kill()
-                    proc.wait()
+                if proc.poll() is None:  # the trial itself stopped: the run cleans up, then ends
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=120)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
         return Trial(
             signal=sig.name,
             planned_s=planned,
@@ -193,6 +203,13 @@ def run_trial(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _default_signals() -> None:
+    """The run as a user starts it: a trial started under ``nohup`` or in the background
+    (SIGHUP, SIGINT ignored, which the run would rightly keep ignoring) still tests them."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _send_when(
