@@ -23,12 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
 
 
+def _default_signals() -> None:
+    """Children start as from a shell, even if this run inherited SIGINT/SIGHUP ignored."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _run(
     pytester: pytest.Pytester, *args: str, ignore: signal.Signals | None = None
 ) -> subprocess.CompletedProcess[str]:
     """A child pytest with this plugin; ``ignore``: a signal its parent set to SIG_IGN."""
 
     def preexec() -> None:
+        _default_signals()
         if ignore is not None:
             signal.signal(ignore, signal.SIG_IGN)
 
@@ -249,6 +256,7 @@ def test_handlers_are_chained_and_put_back() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        preexec_fn=_default_signals,
         check=False,
     )
     assert done.returncode == 0, done.stderr
