@@ -335,4 +335,8 @@ def test_tox_envs_and_example_workflow_follow_the_catalog() -> None:
         assert cell["node_image"] == release.kind_node_image
         assert cell["kubernetes"] == release.kind_node_kubernetes
     run = " ".join(step.get("run", "") for step in job["steps"])
-    assert "pytest conformance --platform=kind --knative-version=${{ matrix.knative }}" in run
+    assert (
+        "pytest --pyargs pytest_knative_drain.conformance --platform=kind "
+        "--knative-version=${{ matrix.knative }}"
+    ) in run
+    assert "pip install pytest-knative-drain" in run  # the installed suite: no checkout needed
