@@ -29,13 +29,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from .tls_socket import ClientTLS
 
+CONFIG = "internal-tls"  # the Knative configuration of the matrix (scenarios.CONFIGS)
 CERT_DIRECTORY = "/var/lib/knative/certs"  # queue.CertDirectory
 ORGANIZATION = "knative.dev"  # certificates.Organization
 LEGACY_SAN = "data-plane." + ORGANIZATION  # certificates.LegacyFakeDnsName: the activator's SNI
@@ -109,16 +105,20 @@ def client_context(ca_pem: bytes | None = None) -> ssl.SSLContext:
     return context
 
 
-def _name(common_name: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
-    if common_name:
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return x509.Name(attrs)
-
-
 def issue(namespace: str) -> Bundle:
     """A fresh CA and a serving certificate for ``namespace`` as control-protocol makes them:
     RSA 2048, SHA-256, SANs ``kn-user-<namespace>`` and ``data-plane.knative.dev``."""
+    from cryptography import x509  # here: the plugin imports this module at collection
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def _name(common_name: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
+        if common_name:
+            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        return x509.Name(attrs)
+
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())

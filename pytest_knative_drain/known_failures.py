@@ -12,6 +12,7 @@ by running the case on an affected and on a fixed release where the module build
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -33,13 +34,19 @@ class KnownFailure:
     fix: str  # the upstream change that fixed it
     signature: str  # the component the diagnosis names for the cut requests
     evidence: str  # what was run here, and how it came out
+    apps: tuple[str, ...] = ()  # the must-pass apps it breaks there; empty: every one
 
     def affects(self, version: str) -> bool:
         v = _key(version)
         return any(_key(lo) <= v <= _key(hi) for lo, hi in self.affected)
 
-    def matches(self, scenario: str, config: str, version: str) -> bool:
-        return scenario in self.scenarios and config in self.configs and self.affects(version)
+    def matches(self, scenario: str, config: str, version: str, app: str | None = None) -> bool:
+        return (
+            scenario in self.scenarios
+            and config in self.configs
+            and (not self.apps or app in self.apps)
+            and self.affects(version)
+        )
 
     @property
     def reason(self) -> str:
@@ -58,6 +65,7 @@ class KnownFailure:
             "fixed_in": list(self.fixed_in),
             "affected": [f"{lo}..{hi}" for lo, hi in self.affected],
             "signature": self.signature,
+            **({"apps": list(self.apps)} if self.apps else {}),
         }
 
 
@@ -71,7 +79,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         # Every scenario whose requests are still in flight 30 s after queue-proxy's
         # SIGTERM; the short ones end before and pass on every release.
         scenarios=("pod-delete-long", "second-batch-during-termination"),
-        configs=("default",),
+        configs=("default", "internal-tls"),  # the TLS servers too (1.4-1.9.2)
         # knative-v1.1.0 (#12033) moved draining to knative/pkg's Drainer and main returned
         # after Drain() with the main server removed from the shutdown list; knative-v1.0.x
         # still called mainServer.Shutdown. #13815 (fc86653f91, main for 1.10) shuts every
@@ -139,10 +147,56 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
 )
 
 
-def known_failure(scenario: str, config: str, version: str) -> KnownFailure | None:
-    """The record that says a drain-clean app fails this case on ``version``, if any."""
+INTERNAL_TLS_PRESTOP = KnownFailure(
+    id="internal-tls-prestop-gets-400",
+    title=(
+        "with internal TLS queue-proxy serves its admin port (8022) over TLS only, so "
+        "kubelet's plain-HTTP preStop GET /wait-for-drain gets 400 at once and the app is "
+        "sent SIGTERM while queue-proxy still takes new requests for its 30 s drain"
+    ),
+    # Only the second batch shows it: it reaches queue-proxy after the app stopped
+    # listening (502 from queue-proxy); requests already in flight still drain.
+    scenarios=("second-batch-during-termination",),
+    configs=("internal-tls",),
+    # pkg/queue/sharedmain/main.go (cmd/queue/main.go before 1.7): from knative-v1.4.0 the
+    # admin server moves to the TLS servers when the certificate files exist ("Drop admin
+    # http server"); #16163 (54868c2355) keeps it on HTTP, first in knative-v1.20.0, not
+    # backported (1.19.9 still has tlsServers["admin"]). The preStop has always been a
+    # plain HTTPGet on QueueAdminPort (deploy.go) and kubelet ignores its status.
+    affected=(("1.4.0", "1.19.9"),),
+    fixed_in=("1.20.0",),
+    issues=("knative/serving#16162",),
+    fix="knative/serving#16163",
+    signature="queue-proxy",
+    evidence=(
+        "local platform: 1.14.2 answers the preStop 'Client sent an HTTP request to an "
+        "HTTPS server' (400) at delete+0 s, go-shutdown gets SIGTERM at once and all 50 "
+        "batch-2 requests get 502 from queue-proxy; 1.20.1 answers 200 at delete+35 s "
+        "and all 100 pass"
+    ),
+)
+# The same bug seen by an app that exits at once on SIGTERM, where it must pass: its
+# SIGTERM now comes at the delete, while the short requests are still in flight.
+INTERNAL_TLS_PRESTOP_EXIT = dataclasses.replace(
+    INTERNAL_TLS_PRESTOP,
+    id="internal-tls-prestop-gets-400-exit-at-once",
+    scenarios=("pod-delete-short", "deletion-timeliness"),
+    apps=("go-exit",),
+    evidence=(
+        "local platform: 1.14.2 sends go-exit SIGTERM at delete+0 s (preStop 400) and it "
+        "cuts the pod-delete-short requests in flight (502 from queue-proxy); 1.20.1 waits "
+        "for the drain (preStop 200 at delete+30 s) and they pass"
+    ),
+)
+KNOWN_FAILURES += (INTERNAL_TLS_PRESTOP, INTERNAL_TLS_PRESTOP_EXIT)
+
+
+def known_failure(
+    scenario: str, config: str, version: str, app: str | None = None
+) -> KnownFailure | None:
+    """The record that says a must-pass ``app`` fails this case on ``version``, if any."""
     for record in KNOWN_FAILURES:
-        if record.matches(scenario, config, version):
+        if record.matches(scenario, config, version, app):
             return record
     return None
 

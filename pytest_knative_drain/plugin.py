@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from . import allure_evidence, known_failures
+from . import allure_evidence, internal_tls, known_failures
 from . import options as opts
 from .interrupts import SignalGuard, install_signal_guard
 from .report import DrainReport, one_line, write_atomic
@@ -92,7 +92,7 @@ def _case_param(case: Case, options: opts.DrainOptions) -> object:
         pytest.mark.drain_config(case.config.name),
     ]
     known = known_failures.known_failure(
-        case.scenario.name, case.config.name, options.release.version
+        case.scenario.name, case.config.name, options.release.version, case.app
     )
     if known is not None and not case.expected:  # only a case that must pass can be known
         marks += [
@@ -101,6 +101,10 @@ def _case_param(case: Case, options: opts.DrainOptions) -> object:
         ]
     if case.scenario.plan("quick").last_request_end_s > DRAIN_QUIET_S:
         marks.append(pytest.mark.slow)
+    if case.config.name == internal_tls.CONFIG:
+        why_not = internal_tls.unsupported(options.release.version, platform)
+        if why_not is not None:
+            marks.append(pytest.mark.skip(reason=f"{case.id}: {why_not}"))
     if platform not in case.platforms:
         why = (
             f"trigger {case.scenario.trigger}"

@@ -543,6 +543,19 @@ CONFIGS: dict[str, KnativeConfig] = {
             activator_replicas=1,
             expect=frozenset({"activator", "ingress", "unknown"}),
         ),
+        KnativeConfig(
+            "internal-tls",
+            "Knative's system-internal TLS on the data path: queue-proxy has the namespace's "
+            "certificate at /var/lib/knative/certs and the requests reach it over TLS on "
+            "8112, as the activator sends them (internal_tls.py); draining must not depend "
+            "on it. Local only: on a cluster it needs cert-manager (skipped with the reason)",
+            scenarios=(
+                "pod-delete-short",
+                "pod-delete-long",
+                "second-batch-during-termination",
+                "deletion-timeliness",
+            ),
+        ),
     )
 }
 

@@ -16,9 +16,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from misbehaving_servers import LoopbackServer
 
 from pytest_knative_drain import catalog
-from pytest_knative_drain.platforms.local import LABEL, LocalPlatform, LocalPlatformError
+from pytest_knative_drain.platforms.local import (
+    LABEL,
+    QUEUE_ADMIN_PORT,
+    LocalPlatform,
+    LocalPlatformError,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +83,35 @@ def test_sigkill_when_the_app_ignores_sigterm(platform):
     # preStop ~30 s, then the rest of the 35 s grace (kubelet: at least 2 s)
     assert 34.5 <= at["SIGKILL user-container"] <= 37.5, at
     assert at["queue-proxy exited"] < at["SIGKILL user-container"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "event", "status", "detail"),
+    [
+        ("bad_gateway", "preStop returned", 502, "status 502"),
+        ("close", "preStop failed", None, "Remote end closed connection"),
+    ],
+)
+def test_prestop_ends_on_any_status_and_fails_only_on_transport_errors(
+    platform, behaviour, event, status, detail
+):
+    """kubelet runs the preStop GET as plain HTTP and ignores its status: an error status
+    ends the hook like 200 does (the status in the pod event), only a transport error fails
+    it ('preStop failed'); either way the app gets SIGTERM at once. The GET goes to a real
+    server that answers so, instead of queue-proxy's admin port."""
+    with (
+        LoopbackServer(behaviour) as srv,
+        platform.pod("go-shutdown", None, timeout_seconds=6) as pod,
+    ):
+        pod._ports[QUEUE_ADMIN_PORT] = srv.port
+        termination = pod.delete()
+        pod.wait_gone()
+        at = _offsets(pod)
+    assert srv.requests == 1 and srv.heads[0].startswith(b"GET /wait-for-drain HTTP/1.1\r\n")
+    ended = [e for e in pod.events if e.name in ("preStop returned", "preStop failed")]
+    assert [e.name for e in ended] == [event] and detail in ended[0].detail
+    assert termination.prestop_status == status
+    assert at["SIGTERM user-container"] - at[event] < 1.0 and at[event] < 2.0, at
 
 
 def test_pod_that_never_gets_ready_fails_clearly_and_leaves_nothing(platform):

@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from .. import internal_tls
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     ClusterError,
@@ -34,6 +35,13 @@ DEFAULT_INGRESS_PORT = 31080
 
 class ClusterConfigRefused(ClusterError):
     """A scenario needs a cluster-wide ConfigMap change the user did not allow."""
+
+
+def refuse_unwired(config: KnativeConfig) -> None:
+    """A config the cluster platforms cannot set up (internal-tls): the case is skipped
+    with the reason, never run without what it names."""
+    if config.name == internal_tls.CONFIG:
+        raise ClusterConfigRefused(internal_tls.CLUSTER_REASON)
 
 
 def _print(message: str) -> None:
@@ -166,6 +174,7 @@ class ExistingPlatform(ServingPlatform):
 
     def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
         """The scenario's Knative configuration, or ClusterConfigRefused unless allowed."""
+        refuse_unwired(config)
         patch = super().configure(config, scenario)
         if patch.changes and not self.allow_cluster_config:
             raise ClusterConfigRefused(

@@ -26,6 +26,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from .. import kind_plan
 from ..catalog import Release
 from ..docker_engine import state_dir
+from ..scenarios import KnativeConfig, Scenario
 from .cluster import (
     Applier,
     ClusterError,
@@ -37,7 +38,9 @@ from .cluster import (
     wait_deployments_available,
     wait_pods_ready,
 )
+from .existing import refuse_unwired
 from .kind_cluster import KindCluster, install_pod_network
+from .knative_config import KnativeConfigPatch
 from .serving_platform import ServingPlatform
 
 _KIND_VERSION = re.compile(r"kind v(\d+)\.(\d+)\.(\d+)")
@@ -329,6 +332,11 @@ class KindPlatform(ServingPlatform):
 
     def missing_image(self, app: str) -> str:
         return f"--platform=kind: no image loaded for app {app!r}"
+
+    def configure(self, config: KnativeConfig, scenario: Scenario) -> KnativeConfigPatch:
+        """The scenario's Knative configuration; internal-tls is skipped with the reason."""
+        refuse_unwired(config)
+        return super().configure(config, scenario)
 
     def close(self) -> None:
         """Delete this run's namespaces, then the cluster if this run created it (unless kept)."""

@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +43,13 @@ from tenacity import (
     wait_fixed,
 )
 
+from .. import internal_tls
 from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario, Trigger
 from .pod import InfrastructureError, PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012
+QUEUE_SERVING_TLS_PORT = 8112  # networking.BackendHTTPSPort
 QUEUE_ADMIN_PORT = 8022  # networking.QueueAdminPort
 QUEUE_METRICS_PORT = 9090
 USER_PORT = 8080
@@ -155,7 +157,11 @@ class LocalPod:
         name: str | None = None,
         app_env: dict[str, str] | None = None,
         keep: bool = False,
+        certs: internal_tls.CertDir | None = None,
     ) -> None:
+        """``certs``: Knative's internal TLS is on: queue-proxy gets them mounted read-only
+        at /var/lib/knative/certs and requests go to its TLS port, as the activator sends
+        them (``url`` is https://, ``tls`` how to trust it)."""
         self.client = client
         self.app_image = app_image
         self.queue_proxy_image = queue_proxy_image
@@ -165,6 +171,8 @@ class LocalPod:
         self.name = name or f"{revision.revision}-deployment-{uuid.uuid4().hex[:5]}"
         self.app_env = app_env or {}
         self.keep = keep
+        self.certs = certs
+        self.tls = certs.bundle.client() if certs is not None else None
         self.events: list[PodEvent] = []
         self.termination: Termination | None = None
         self.logs: dict[str, str] = {}
@@ -238,7 +246,10 @@ class LocalPod:
     def _start(self, ready_timeout_s: float) -> None:
         self.event("scheduled")
         self._watch_engine()
-        ports = {f"{p}/tcp": ("127.0.0.1", None) for p in (QUEUE_SERVING_PORT, QUEUE_ADMIN_PORT)}
+        published = (QUEUE_SERVING_PORT, QUEUE_ADMIN_PORT)
+        if self.certs is not None:
+            published += (QUEUE_SERVING_TLS_PORT,)
+        ports = {f"{p}/tcp": ("127.0.0.1", None) for p in published}
         pause = self._run(
             "pause",
             self.pause_image,
@@ -248,7 +259,7 @@ class LocalPod:
         )
         pause.reload()
         pod_ip = pause.attrs["NetworkSettings"]["IPAddress"]
-        for port in (QUEUE_SERVING_PORT, QUEUE_ADMIN_PORT):
+        for port in published:
             self._ports[port] = int(pause.ports[f"{port}/tcp"][0]["HostPort"])
         netns = f"container:{pause.id}"
         app_env = {
@@ -266,6 +277,7 @@ class LocalPod:
             self.queue_proxy_image,
             network_mode=netns,
             environment=self.revision.queue_proxy_env(self.name, pod_ip),
+            volumes=self.certs.volume() if self.certs is not None else None,
         )
         self.event("started queue-proxy", self.queue_proxy_image)
         try:
@@ -295,7 +307,9 @@ class LocalPod:
                     raise PodStartError(
                         role, f"{role} exited before the pod became ready: {self.state(role)}"
                     )
-            request = urllib.request.Request(self.url + "/", headers=dict([PROBE_HEADER]))
+            # kubelet probes queue-proxy's plain HTTP port, internal TLS or not
+            probe_url = f"http://127.0.0.1:{self._ports[QUEUE_SERVING_PORT]}/"
+            request = urllib.request.Request(probe_url, headers=dict([PROBE_HEADER]))
             with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
                 if response.status != 200:
                     raise OSError(f"probe answered {response.status}")
@@ -382,7 +396,10 @@ class LocalPod:
 
     @property
     def url(self) -> str:
-        """Where requests for this pod go: queue-proxy's serving port on loopback."""
+        """Where requests for this pod go: queue-proxy's serving port on loopback (its TLS
+        port under internal TLS)."""
+        if self.certs is not None:
+            return f"https://127.0.0.1:{self._ports[QUEUE_SERVING_TLS_PORT]}"
         return f"http://127.0.0.1:{self._ports[QUEUE_SERVING_PORT]}"
 
     # -- deletion, as kubelet does it --------------------------------------------------------
@@ -588,6 +605,8 @@ class LocalPlatform:
         self.run_id = run_id
         self.keep = keep
         self.facts = facts or {}
+        self._certs: internal_tls.CertDir | None = None  # internal-tls, made when first used
+        self._tls_on = False
         sweep(client)  # containers left by runs that died (their owner process is gone)
 
     @classmethod
@@ -634,14 +653,35 @@ class LocalPlatform:
             **self.facts,
         }
 
-    def configure(self, config: KnativeConfig, scenario: Scenario) -> contextlib.nullcontext:
-        """Nothing cluster-wide exists here; a config that needs it cannot run locally."""
+    def configure(
+        self, config: KnativeConfig, scenario: Scenario
+    ) -> contextlib.AbstractContextManager[None]:
+        """Nothing cluster-wide exists here; a config that needs it cannot run locally.
+        ``internal-tls`` is per pod: the pods made inside get Knative's certificates."""
         if config.changes_cluster() or scenario.activator_replicas:
             raise LocalPlatformError(
                 f"Knative config {config.name!r} / scenario {scenario.name!r} change the "
                 "cluster's Knative configuration: they need --platform=kind or existing"
             )
+        if config.name == internal_tls.CONFIG:
+            return self._internal_tls()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _internal_tls(self) -> Iterator[None]:
+        """Pods made meanwhile mount the namespace's serving certificate (one CA and one
+        certificate per platform, as Knative makes one Secret per namespace)."""
+        version = str(self.facts.get("knative_version", "1.14"))
+        why_not = internal_tls.unsupported(version)
+        if why_not is not None:
+            raise LocalPlatformError(why_not)
+        if self._certs is None:
+            self._certs = internal_tls.CertDir(internal_tls.issue(RevisionSpec.namespace), version)
+        self._tls_on = True
+        try:
+            yield
+        finally:
+            self._tls_on = False
 
     def pod(
         self,
@@ -682,8 +722,12 @@ class LocalPlatform:
             revision=revision,
             run_id=self.run_id,
             keep=self.keep,
+            certs=self._certs if self._tls_on else None,
         )
 
     def close(self) -> None:
         if not self.keep:
             sweep(self.client, self.run_id)
+        if self._certs is not None:
+            self._certs.close()
+            self._certs = None
