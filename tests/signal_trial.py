@@ -50,6 +50,7 @@ class Trial:
     planned_s: float  # when the signal was to be sent (see run_trial's ``after``)
     sent_s: float | None  # seconds after the run started; None: the run ended first
     exit_code: int
+    ended_s: float  # seconds after the run started when it had exited
     phase: str  # where it landed, from the run's traceback; "finishing": sessionfinish
     containers: list[str]
     networks: list[str]
@@ -91,6 +92,9 @@ class Trial:
             "planned_s": round(self.planned_s, 2),
             "sent_s": None if self.sent_s is None else round(self.sent_s, 2),
             "exit_code": self.exit_code,
+            "exited_after_signal_s": None
+            if self.sent_s is None
+            else round(self.ended_s - self.sent_s, 2),
             "phase": "after the session" if self.after_session else self.phase,
             "interrupted_line": self.interrupted_line,
             "containers_left": self.containers,
@@ -182,6 +186,7 @@ def run_trial(
             try:
                 sent, planned = _send_when(proc, sig, after, started, timeout_s)
                 code = proc.wait(timeout=timeout_s)
+                ended = time.monotonic() - started
             finally:
                 if proc.poll() is None:  # the trial itself stopped: the run cleans up, then ends
                     proc.terminate()
@@ -195,6 +200,7 @@ def run_trial(
             planned_s=planned,
             sent_s=sent,
             exit_code=code,
+            ended_s=ended,
             phase=_phase(probe) if sent is not None else "not sent",
             containers=_docker_names("container", f"{OWNER_LABEL}={proc.pid}"),
             networks=_docker_names("network", RUN_LABEL),
