@@ -18,7 +18,6 @@ connection on kill/wait/inspect), never judged as the app's draining.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -43,7 +42,7 @@ from tenacity import (
     wait_fixed,
 )
 
-from .. import internal_tls
+from .. import internal_tls, queue_env
 from ..catalog import Release
 from ..scenarios import KnativeConfig, Scenario, Trigger
 from .pod import InfrastructureError, PodEvent, Termination
@@ -102,44 +101,25 @@ class RevisionSpec:
     response_start_timeout_seconds: int = 0
     idle_timeout_seconds: int = 0
     user_port: int = USER_PORT
+    knative_version: str = "1.14"  # whose queue-proxy environment to write
 
     def queue_proxy_env(self, pod: str, pod_ip: str = "") -> dict[str, str]:
-        """queue-proxy's environment, as makeQueueContainer writes it."""
-        probe = {"tcpSocket": {"port": self.user_port, "host": "127.0.0.1"}, "successThreshold": 1}
-        return {
-            "SERVING_NAMESPACE": self.namespace,
-            "SERVING_SERVICE": self.service,
-            "SERVING_CONFIGURATION": self.service,
-            "SERVING_REVISION": self.revision,
-            "QUEUE_SERVING_PORT": str(QUEUE_SERVING_PORT),
-            "QUEUE_SERVING_TLS_PORT": "8112",
-            "CONTAINER_CONCURRENCY": str(self.container_concurrency),
-            "REVISION_TIMEOUT_SECONDS": str(self.timeout_seconds),
-            "REVISION_RESPONSE_START_TIMEOUT_SECONDS": str(self.response_start_timeout_seconds),
-            "REVISION_IDLE_TIMEOUT_SECONDS": str(self.idle_timeout_seconds),
-            "SERVING_POD": pod,
-            "SERVING_POD_IP": pod_ip,
-            "SERVING_LOGGING_CONFIG": "",
-            "SERVING_LOGGING_LEVEL": "info",
-            "SERVING_REQUEST_LOG_TEMPLATE": "",
-            "SERVING_ENABLE_REQUEST_LOG": "false",
-            "SERVING_REQUEST_METRICS_BACKEND": "prometheus",
-            "TRACING_CONFIG_BACKEND": "none",
-            "TRACING_CONFIG_ZIPKIN_ENDPOINT": "",
-            "TRACING_CONFIG_DEBUG": "false",
-            "TRACING_CONFIG_SAMPLE_RATE": "0.1",
-            "USER_PORT": str(self.user_port),
-            "SYSTEM_NAMESPACE": "knative-serving",
-            "METRICS_DOMAIN": "knative.dev/internal/serving",
-            "SERVING_READINESS_PROBE": json.dumps(probe, separators=(",", ":")),
-            "ENABLE_PROFILING": "false",
-            "SERVING_ENABLE_PROBE_REQUEST_LOG": "false",
-            "METRICS_COLLECTOR_ADDRESS": "",
-            "ENABLE_HTTP2_AUTO_DETECTION": "false",
-            "ENABLE_HTTP_FULL_DUPLEX": "false",
-            "ROOT_CA": "",
-            "ENABLE_MULTI_CONTAINER_PROBES": "false",
-        }
+        """queue-proxy's environment, as ``knative_version``'s makeQueueContainer writes it."""
+        return queue_env.queue_proxy_env(
+            self.knative_version,
+            namespace=self.namespace,
+            service=self.service,
+            revision=self.revision,
+            pod=pod,
+            pod_ip=pod_ip,
+            serving_port=QUEUE_SERVING_PORT,
+            tls_port=QUEUE_SERVING_TLS_PORT,
+            user_port=self.user_port,
+            timeout_seconds=self.timeout_seconds,
+            response_start_timeout_seconds=self.response_start_timeout_seconds,
+            idle_timeout_seconds=self.idle_timeout_seconds,
+            container_concurrency=self.container_concurrency,
+        )
 
 
 class LocalPod:
@@ -605,6 +585,7 @@ class LocalPlatform:
         self.run_id = run_id
         self.keep = keep
         self.facts = facts or {}
+        self.knative_version = str(self.facts.get("knative_version", "1.14"))
         self._certs: internal_tls.CertDir | None = None  # internal-tls, made when first used
         self._tls_on = False
         sweep(client)  # containers left by runs that died (their owner process is gone)
@@ -713,6 +694,7 @@ class LocalPlatform:
             timeout_seconds=timeout_seconds,
             response_start_timeout_seconds=response_start_timeout_seconds or 0,
             idle_timeout_seconds=idle_timeout_seconds or 0,
+            knative_version=self.knative_version,
         )
         return LocalPod(
             self.client,
