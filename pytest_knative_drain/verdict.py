@@ -269,6 +269,13 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
     """
     j = judge(record)
     long_cut = j.cls in _LONG_CUTS or (record.kind == "websocket" and j.cls == "reset")
+    if j.cls == "truncated" and j.signature == "unknown":
+        # queue-proxy's Shutdown waits for a stream (not for a websocket): when the app
+        # ended around the cut, the app cut it, whichever exit Docker reported first
+        # (its reports lag by up to ~0.5 s).
+        app_exit = _app_left_just_before(record, events)
+        if app_exit is not None:
+            return Judgement(j.cls, "queue-proxy", HINTS["app_cut_stream"], app_exit)
     if (j.cls in _CUT_WITHOUT_ANSWER or long_cut) and j.signature == "unknown":
         qp_exit = _queue_proxy_left_first(record, events)
         if qp_exit is not None:
