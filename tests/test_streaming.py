@@ -143,3 +143,17 @@ def test_stream_cut_read_against_the_timeline() -> None:
 def test_bad_expect_end_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="expect_end: None or a non-empty string"):
         Batch("b", 1, expect_end="")
+
+
+def test_ksvc_carries_the_stream_timeouts_only_when_set() -> None:
+    """On a cluster the configs are revision spec fields (Knative 1.7+), absent otherwise."""
+    from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, render_ksvc
+
+    spec = KsvcSpec("drain-go", "img", timeout_seconds=120, response_start_timeout_seconds=10)
+    revision = render_ksvc(spec, "ns")["spec"]["template"]["spec"]
+    assert revision["timeoutSeconds"] == 120 and revision["responseStartTimeoutSeconds"] == 10
+    assert "idleTimeoutSeconds" not in revision
+    plain = render_ksvc(KsvcSpec("drain-go", "img"), "ns")["spec"]["template"]["spec"]
+    assert set(plain) == {"timeoutSeconds", "containerConcurrency", "containers"}
+    with pytest.raises(ClusterError, match="idle_timeout_seconds=-1: None or a whole number"):
+        render_ksvc(KsvcSpec("drain-go", "img", idle_timeout_seconds=-1), "ns")

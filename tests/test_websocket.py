@@ -38,6 +38,7 @@ class WebsocketServer:
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.sessions = 0
+        self.hosts: list[str] = []
         self.term = threading.Event()
         self._ready = threading.Event()
         self._stop: asyncio.Future[None] | None = None
@@ -64,6 +65,7 @@ class WebsocketServer:
         self._stop = self._loop.create_future()
 
         def refuse(connection: ServerConnection, request: Any) -> Any:
+            self.hosts.append(request.headers.get("Host", ""))
             if self.behaviour == "refuse":
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
             return None
@@ -206,3 +208,18 @@ def test_bad_sessions_spec_is_one_clear_error() -> None:
         Sessions("s", 1, hold_s=0)
     with pytest.raises(ValueError, match="connections: an integer >= 0"):
         Sessions("s", -1)
+
+
+def test_host_header_names_the_virtual_host_behind_an_ingress() -> None:
+    """--platform=kind/existing: the session goes to the ingress with the ksvc's Host."""
+    with WebsocketServer("echo") as srv:
+        sessions = [Sessions("s", 1, interval_s=0.2, hold_s=10)]
+        records = run_ws_schedule_sync(
+            srv.url,
+            sessions,
+            [Event("term", 0.5, srv.term.set)],
+            headers={"Host": "drain-go.ns.example.com", "X-Extra": "1"},
+            deadline_s=30,
+        ).records
+    assert srv.hosts == ["drain-go.ns.example.com"]
+    assert records[0].error is None and records[0].close_code == 1000
