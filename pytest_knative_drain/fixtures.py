@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from . import plugin
-from .options import DrainOptions
+from . import plugin, scheduler
+from .options import CLUSTER_CONCURRENCY, DrainOptions
 from .platforms.pod import InfrastructureError
 from .runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 from .scenarios import APPS, CONFIGS, DEFAULT_CONFIG, SCENARIOS, TRIGGERS, Case, FixtureApp
@@ -184,6 +185,96 @@ def _say(config: pytest.Config, message: str) -> None:
         reporter.write_line(f"[knative-drain] {message}")
 
 
+def _scheduled_cases(session: pytest.Session, options: DrainOptions) -> list[tuple[str, Case]]:
+    """(test id, case) of every selected test that runs a matrix cell with ``drain``."""
+    out = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("drain_case") if callspec is not None else None
+        if (
+            isinstance(case, Case)
+            and "drain" in getattr(item, "fixturenames", ())
+            and not item.get_closest_marker("skip")
+            and options.platform in case.platforms
+        ):
+            out.append((item.nodeid, case))
+    return out
+
+
+def _abort(platform: object, options: DrainOptions) -> Callable[[], None] | None:
+    """How to end running cases at once: local removes the run's containers (each case's
+    load and wait then end on the missing pod, its ``with`` blocks clean up the rest). A
+    cluster case is left to finish: its own ``with`` blocks restore what it changed."""
+    if options.platform != "local" or options.keep:
+        return None
+    from .platforms.local import sweep
+
+    return lambda: sweep(platform.client, platform.run_id)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def _drain_scheduler(
+    drain_platform: object,
+    _drain_preflight: None,
+    drain_options: DrainOptions,
+    request: pytest.FixtureRequest,
+) -> Iterator[scheduler.CaseScheduler | None]:
+    """Every selected case starts now on the case pool (``--drain-concurrency``); each test
+    then reports its own case. None when cases run one after another (1, or one case)."""
+    config = request.config
+    options = drain_options
+    selected = _scheduled_cases(request.session, options)
+    workers = scheduler.concurrency(
+        options.drain_concurrency, options.platform, len(selected), CLUSTER_CONCURRENCY
+    )
+    how = "auto" if options.drain_concurrency is None else "--drain-concurrency"
+    config.stash[plugin.REPORT_KEY].environment["drain_concurrency"] = f"{workers} ({how})"
+    if workers <= 1:
+        yield None
+        return
+    pool = scheduler.CaseScheduler(workers, partial_execute(drain_platform, options, config))
+    alone = sum(1 for _, case in selected if scheduler.exclusive(case))
+    _say(
+        config,
+        f"running {len(selected)} case(s), up to {workers} at once"
+        + (f"; {alone} that change what other cases see run alone" if alone else ""),
+    )
+
+    def first(pair: tuple[str, Case]) -> tuple[bool, float]:  # alone ones, then the longest
+        case = pair[1]
+        return (not scheduler.exclusive(case), -scheduler.estimated_s(case, options.profile))
+
+    order = sorted(selected, key=first)
+    try:
+        for nodeid, case in order:
+            pool.submit(_key(nodeid, case), case)
+        yield pool
+    finally:
+        wait_s = 600.0 if options.platform == "existing" else 60.0
+        pool.stop(_abort(drain_platform, options), wait_s, lambda m: _say(config, m))
+
+
+def _key(nodeid: str, case: Case) -> str:
+    return f"{nodeid}::{case.id}"
+
+
+def partial_execute(
+    platform: object, options: DrainOptions, config: pytest.Config
+) -> Callable[[Case], ScenarioResult]:
+    """What a pool thread does with a case: ``Drain._execute`` for the case's app."""
+
+    def execute(case: Case) -> ScenarioResult:
+        return Drain(platform, app_for(case.app, options), options, config)._execute(case)
+
+    return execute
+
+
+def app_for(name: str, options: DrainOptions) -> AppUnderTest:
+    if name == "custom":
+        return AppUnderTest("custom", options.app_image, None)
+    return AppUnderTest(name, None, APPS[name])
+
+
 @dataclass(frozen=True)
 class AppUnderTest:
     name: str
@@ -206,21 +297,27 @@ def drain_app(request: pytest.FixtureRequest, drain_options: DrainOptions) -> Ap
         name = request.getfixturevalue("drain_case").app
     else:
         name = request.param
-    if name == "custom":
-        return AppUnderTest("custom", drain_options.app_image, None)
-    return AppUnderTest(name, None, APPS[name])
+    return app_for(name, drain_options)
 
 
 class Drain:
     """Runs a scenario for the current app on the session's platform and records it."""
 
     def __init__(
-        self, platform: object, app: AppUnderTest, options: DrainOptions, config: pytest.Config
+        self,
+        platform: object,
+        app: AppUnderTest,
+        options: DrainOptions,
+        config: pytest.Config,
+        pool: scheduler.CaseScheduler | None = None,
+        nodeid: str = "",
     ) -> None:
         self.platform = platform
         self.app = app
         self.options = options
         self.config = config
+        self.pool = pool  # cases started for the session; None: run inline
+        self.nodeid = nodeid
 
     def run(self, case: Case | str) -> ScenarioResult:
         """Run a matrix cell (or a scenario name, under the default config) for this app.
@@ -236,7 +333,7 @@ class Drain:
             pytest.skip(f"{case.id} cannot run on --platform={self.options.platform}")
         skip = failure = ""
         try:
-            result = self._execute(case)
+            result = self._result(case)
         except ClusterConfigRefused as exc:
             skip = str(exc)
         except (InfrastructureError, *_infrastructure_errors()) as exc:
@@ -252,11 +349,24 @@ class Drain:
         self.config.stash[plugin.REPORT_KEY].add(result)
         return result
 
-    def _execute(self, case: Case) -> ScenarioResult:
+    def _result(self, case: Case) -> ScenarioResult:
+        """This test's case from the pool (started with the session's others), else run
+        here: a case not submitted (a scenario name, a second run), under the pool's lock."""
+        if self.pool is None:
+            return self._execute(case)
+        future = self.pool.take(_key(self.nodeid, case))
+        if future is not None and case.app == self.app.name:
+            return scheduler.result_of(future)
+        with self.pool.lock.for_case(case):
+            return self._execute(case, self.pool.stopping)
+
+    def _execute(self, case: Case, stopping: threading.Event | None = None) -> ScenarioResult:
         scenario, config = case.scenario, case.config
         plan = scenario.plan(self.options.profile)
         timeout = config.timeout_seconds(plan)
         tbc = config.target_burst_capacity
+        if stopping is not None and stopping.is_set():
+            raise scheduler.Stopped("the run is stopping")
         with (
             self.platform.configure(config, scenario),
             self.platform.pod(
@@ -301,6 +411,15 @@ def drain(
     drain_app: AppUnderTest,
     drain_options: DrainOptions,
     pytestconfig: pytest.Config,
+    _drain_scheduler: scheduler.CaseScheduler | None,
+    request: pytest.FixtureRequest,
 ) -> Drain:
     """Scenario driver: ``result = drain.run(drain_case); drain.check(result)``."""
-    return Drain(drain_platform, drain_app, drain_options, pytestconfig)
+    return Drain(
+        drain_platform,
+        drain_app,
+        drain_options,
+        pytestconfig,
+        _drain_scheduler,
+        request.node.nodeid,
+    )

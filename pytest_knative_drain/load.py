@@ -24,14 +24,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import errno
 import gc
 import os
 import resource
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -922,12 +924,32 @@ async def run_schedule(
         deadline_s=deadline_s,
         tls=tls,
     )
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(GC_GEN0_THRESHOLD, thresholds[0]), *thresholds[1:])
-    try:
+    with _gc_relaxed():
         return await runner.run()
+
+
+_gc_lock = threading.Lock()
+_gc_schedules = 0  # schedules running now (one per thread when cases run concurrently)
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def _gc_relaxed() -> Iterator[None]:
+    """GC_GEN0_THRESHOLD while any schedule runs: the threshold is the process's, so the
+    first schedule in saves it and the last one out puts it back."""
+    global _gc_schedules, _gc_saved
+    with _gc_lock:
+        if _gc_schedules == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(GC_GEN0_THRESHOLD, _gc_saved[0]), *_gc_saved[1:])
+        _gc_schedules += 1
+    try:
+        yield
     finally:
-        gc.set_threshold(*thresholds)
+        with _gc_lock:
+            _gc_schedules -= 1
+            if _gc_schedules == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def run_schedule_sync(

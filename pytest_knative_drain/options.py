@@ -22,6 +22,10 @@ PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
 KIND_BUILDS = ("auto", "release", "here")
 DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
+#: --drain-concurrency=auto on kind/existing: Knative, Kourier and the control plane already
+#: request 1.875 of this machine's 2 cores on one kind node (evidence/2026-12-01-kind-1.14),
+#: and every case adds a Knative Service with its own pods and readiness waits
+CLUSTER_CONCURRENCY = 2
 
 #: every option and ini key the plugin registers: (dest, flag, help, default); a ``None``
 #: flag means pytest-kind owns the flag. tests/test_options.py tries a bad value for each.
@@ -90,6 +94,15 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "module proxy and PyPI; no registry needed), auto (release, else here).",
         "auto",
     ),
+    (
+        "drain_concurrency",
+        "--drain-concurrency",
+        "How many drain cases run at once: a whole number (1 = one after another), or auto: "
+        "every selected case at once on local (each has its own pod), "
+        f"{CLUSTER_CONCURRENCY} on kind/existing (the cluster's CPU is shared by all cases; "
+        "cases that change cluster-wide Knative configuration always run alone).",
+        "auto",
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -112,6 +125,8 @@ class DrainOptions:
     ingress_port: int = 31080
     app_registry: str | None = None
     kind_build: str = "auto"
+    #: --drain-concurrency: cases at once; None = auto (scheduler.concurrency says how many)
+    drain_concurrency: int | None = None
     #: --knative-version (or the ini key) as given; None when the default applies. An
     #: existing cluster runs what it runs: this only says whether the user asked otherwise.
     knative_version_requested: str | None = None
@@ -190,6 +205,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         ingress_port=_port(config),
         app_registry=_registry(config, platform),
         kind_build=_choice(config, "kind_build", "--kind-build", KIND_BUILDS, "auto"),
+        drain_concurrency=_concurrency(config),
         knative_version_requested=str(requested) if requested else None,
     )
     # last: the only check that reads a file the user may not expect us to read
@@ -219,6 +235,19 @@ def _port(config: pytest.Config) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise pytest.UsageError(
             f"--ingress-port={value}: a TCP port number, 1 to 65535 (or ini key 'ingress_port')"
+        )
+    return int(value)
+
+
+def _concurrency(config: pytest.Config) -> int | None:
+    value = str(_raw(config, "drain_concurrency") or "auto").strip()
+    if value == "auto":
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise pytest.UsageError(
+            f"--drain-concurrency={value}: a whole number >= 1 (1 = one case after another) or "
+            f"auto (every case at once on local, {CLUSTER_CONCURRENCY} on kind/existing) "
+            "(or ini key 'drain_concurrency')"
         )
     return int(value)
 

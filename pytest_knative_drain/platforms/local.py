@@ -587,7 +587,9 @@ class LocalPlatform:
         self.facts = facts or {}
         self.knative_version = str(self.facts.get("knative_version", "1.14"))
         self._certs: internal_tls.CertDir | None = None  # internal-tls, made when first used
-        self._tls_on = False
+        # internal-tls is on for the case running in this thread (cases run concurrently)
+        self._tls_cases = threading.local()
+        self._certs_lock = threading.Lock()
         sweep(client)  # containers left by runs that died (their owner process is gone)
 
     @classmethod
@@ -656,13 +658,15 @@ class LocalPlatform:
         why_not = internal_tls.unsupported(version)
         if why_not is not None:
             raise LocalPlatformError(why_not)
-        if self._certs is None:
-            self._certs = internal_tls.CertDir(internal_tls.issue(RevisionSpec.namespace), version)
-        self._tls_on = True
+        with self._certs_lock:
+            if self._certs is None:
+                issued = internal_tls.issue(RevisionSpec.namespace)
+                self._certs = internal_tls.CertDir(issued, version)
+        self._tls_cases.on = True
         try:
             yield
         finally:
-            self._tls_on = False
+            self._tls_cases.on = False
 
     def pod(
         self,
@@ -704,7 +708,7 @@ class LocalPlatform:
             revision=revision,
             run_id=self.run_id,
             keep=self.keep,
-            certs=self._certs if self._tls_on else None,
+            certs=self._certs if getattr(self._tls_cases, "on", False) else None,
         )
 
     def close(self) -> None:
