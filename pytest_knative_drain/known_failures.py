@@ -115,8 +115,10 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         fix="knative/serving#16362",
         signature="queue-proxy",
         evidence=(
-            "local platform: see README's known-failures table; 1.14.2 cuts every session of "
-            "go-shutdown and python-gunicorn-exec at delete+30 s, 1.23.0 passes"
+            "local platform (2026-12-01): 1.14.2 cut all 20 sessions of go-shutdown and of "
+            "python-gunicorn-exec with no close frame at delete+30.1 s, as queue-proxy exited "
+            "right after its drain (32 echoes each); 1.23.0: go-shutdown 20/20 closed 1000 by "
+            "the app, queue-proxy exited after it (delete+31.1 s). 1.18.1-1.22.x not run"
         ),
     ),
     KnownFailure(
@@ -139,9 +141,10 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         fix="knative/serving#15899",
         signature="queue-proxy",
         evidence=(
-            "local platform: see README's known-failures table; 1.14.2 leaves every stream "
-            "of go-shutdown without its terminating chunk until queue-proxy is SIGKILLed at "
-            "120 s, 1.23.0 passes"
+            "local platform (2026-12-01), responseStartTimeoutSeconds 10, 75 s streams: "
+            "1.14.2 go-shutdown 0/20, each body's end line arrived but no terminating chunk "
+            "until queue-proxy was SIGKILLed at delete+120 s (app exited at 73 s); 1.23.0 "
+            "20/20, pod gone at 73 s. 1.18.x and 1.19.0 not run"
         ),
     ),
 )
