@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -232,7 +233,12 @@ def _drain_scheduler(
     if workers <= 1:
         yield None
         return
-    pool = scheduler.CaseScheduler(workers, partial_execute(drain_platform, options, config))
+
+    def execute(case: Case) -> ScenarioResult:  # on a pool thread
+        drain = Drain(drain_platform, app_for(case.app, options), options, config)
+        return drain._execute(case, pool.stopping, pool.pod_starts)
+
+    pool = scheduler.CaseScheduler(workers, execute)
     alone = sum(1 for _, case in selected if scheduler.exclusive(case))
     _say(
         config,
@@ -256,17 +262,6 @@ def _drain_scheduler(
 
 def _key(nodeid: str, case: Case) -> str:
     return f"{nodeid}::{case.id}"
-
-
-def partial_execute(
-    platform: object, options: DrainOptions, config: pytest.Config
-) -> Callable[[Case], ScenarioResult]:
-    """What a pool thread does with a case: ``Drain._execute`` for the case's app."""
-
-    def execute(case: Case) -> ScenarioResult:
-        return Drain(platform, app_for(case.app, options), options, config)._execute(case)
-
-    return execute
 
 
 def app_for(name: str, options: DrainOptions) -> AppUnderTest:
@@ -358,29 +353,42 @@ class Drain:
         if future is not None and case.app == self.app.name:
             return scheduler.result_of(future)
         with self.pool.lock.for_case(case):
-            return self._execute(case, self.pool.stopping)
+            return self._execute(case, self.pool.stopping, self.pool.pod_starts)
 
-    def _execute(self, case: Case, stopping: threading.Event | None = None) -> ScenarioResult:
+    def _execute(
+        self,
+        case: Case,
+        stopping: threading.Event | None = None,
+        pod_starts: threading.Semaphore | None = None,
+    ) -> ScenarioResult:
+        """Configure, start the pod (``pod_starts``: a slot of the pods starting at once),
+        load it, trigger, wait, judge."""
         scenario, config = case.scenario, case.config
         plan = scenario.plan(self.options.profile)
         timeout = config.timeout_seconds(plan)
         tbc = config.target_burst_capacity
         if stopping is not None and stopping.is_set():
             raise scheduler.Stopped("the run is stopping")
-        with (
-            self.platform.configure(config, scenario),
-            self.platform.pod(
-                self.app.name,
-                self.app.image,
-                timeout,
-                scale=scenario.scale if config.scale is None else config.scale,
-                max_scale=scenario.max_scale,
-                target_burst_capacity=scenario.target_burst_capacity if tbc is None else tbc,
-                annotations=scenario.annotations,
-                response_start_timeout_seconds=config.response_start_timeout_s,
-                idle_timeout_seconds=config.idle_timeout_s,
-            ) as pod,
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.platform.configure(config, scenario))
+            with pod_starts or contextlib.nullcontext():
+                if stopping is not None and stopping.is_set():
+                    raise scheduler.Stopped("the run is stopping")
+                pod = stack.enter_context(
+                    self.platform.pod(
+                        self.app.name,
+                        self.app.image,
+                        timeout,
+                        scale=scenario.scale if config.scale is None else config.scale,
+                        max_scale=scenario.max_scale,
+                        target_burst_capacity=scenario.target_burst_capacity
+                        if tbc is None
+                        else tbc,
+                        annotations=scenario.annotations,
+                        response_start_timeout_seconds=config.response_start_timeout_s,
+                        idle_timeout_seconds=config.idle_timeout_s,
+                    )
+                )
             result = run_scenario(
                 pod,
                 scenario=scenario.name,

@@ -26,6 +26,12 @@ from typing import Any
 
 from .scenarios import Case
 
+#: pods starting (created, until ready) at once, whatever the concurrency: a pod start is
+#: the one busy moment of a case (Docker creates three containers, the readiness probe
+#: polls); 62 at once on 2 cores kept dockerd seconds behind on other cases' signals and
+#: spread their request starts (benchmarks/RESULTS.md)
+POD_STARTS_AT_ONCE = 4
+
 #: triggers that end or move something every case shares
 EXCLUSIVE_TRIGGERS = {
     "activator-delete": "deletes an activator pod (every case's requests may pass it)",
@@ -119,6 +125,7 @@ class CaseScheduler:
         self.workers = workers
         self.lock = ReadWriteLock()
         self.stopping = threading.Event()
+        self.pod_starts = threading.Semaphore(POD_STARTS_AT_ONCE)
         self._run = run
         self._queue: list[tuple[Case, Future[Any]]] = []
         self._cond = threading.Condition()

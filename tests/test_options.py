@@ -63,6 +63,7 @@ BAD: dict[str, Bad] = {
         "https://reg.example.com", ("no scheme",), ("--platform=existing", "--kubeconfig=kc")
     ),
     "kind_build": Bad("bogus", ("auto, release, here",)),
+    "drain_concurrency": Bad("0", ("a whole number >= 1", "auto")),
     "kubeconfig": Bad("no-such-kubeconfig", ("no such file",), ("--platform=existing",)),
     "keep_cluster": Bad("maybe", ("true or false",), switch=True),
 }

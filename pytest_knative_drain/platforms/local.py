@@ -160,6 +160,7 @@ class LocalPod:
         self._ports: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._qp_signalled = threading.Event()  # queue-proxy's SIGTERM was delivered
         self.fault: str | None = None  # the first way the platform failed under the pod
         self._closing = False  # our own removal: its events and errors are no fault
         self._watcher: threading.Thread | None = None
@@ -396,6 +397,7 @@ class LocalPod:
         grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
         t0 = self.event("delete", f"terminationGracePeriodSeconds={grace:g}")
         self.termination = Termination(t0_mono=t0.mono, grace_s=grace, pods=[self.name])
+        self._qp_signalled.clear()
         for role, target in (
             ("queue-proxy", self._stop_queue_proxy),
             ("user-container", self._stop_user_container),
@@ -409,9 +411,14 @@ class LocalPod:
 
     def _stop_queue_proxy(self, t0: float, grace: float) -> None:
         self._signal("queue-proxy", "SIGTERM")
+        self._qp_signalled.set()
         self._wait_or_kill("queue-proxy", t0 + grace)
 
     def _stop_user_container(self, t0: float, grace: float) -> None:
+        # kubelet's runtime delivers queue-proxy's SIGTERM in milliseconds; a Docker engine
+        # under load (many pods at once) can take seconds, and queue-proxy's drain handler
+        # returns after 1 s when no SIGTERM came (a liveness restart): the preStop waits
+        self._qp_signalled.wait(max(grace, 1.0))
         self.event("preStop started", f"GET :{QUEUE_ADMIN_PORT}{DRAIN_PATH}")
         status: int | None = None
         url = f"http://127.0.0.1:{self._ports[QUEUE_ADMIN_PORT]}{DRAIN_PATH}"
