@@ -550,13 +550,15 @@ def _remove_container(container: Container, deadline: float) -> None:
 def sweep(client: docker.DockerClient, run_id: str | None = None) -> int:
     """Remove containers of this run, or of runs whose owning process is gone."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        labels = container.labels
+    # the low-level list: containers.list() inspects each one, and one removed by another
+    # process between the list and its inspect raised NotFound out of a platform's start
+    for container in client.api.containers(all=True, filters={"label": LABEL}):
+        labels = container.get("Labels") or {}
         owner = labels.get("knative-drain.owner-pid", "")
         stale = owner.isdigit() and not _pid_alive(int(owner))
         if (run_id is not None and labels.get(LABEL) == run_id) or stale:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                client.api.remove_container(container["Id"], force=True)
                 removed += 1
     return removed
 
