@@ -20,6 +20,12 @@ def _key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
+def _upper(bound: str) -> tuple[int, ...]:
+    """``"1.18.2"`` is that patch; ``"1.18"`` is every patch of 1.18, also ones tagged later."""
+    key = _key(bound)
+    return key if len(key) == 3 else (*key, 10**6)
+
+
 @dataclass(frozen=True)
 class KnownFailure:
     """One Knative bug: the cases it breaks for an app that drains cleanly."""
@@ -28,7 +34,8 @@ class KnownFailure:
     title: str
     scenarios: tuple[str, ...]  # scenario names it breaks
     configs: tuple[str, ...]  # Knative configs under which it breaks them
-    affected: tuple[tuple[str, str], ...]  # inclusive (first, last) Knative release ranges
+    # inclusive (first, last) Knative release ranges; a last of "1.18" means every 1.18 patch
+    affected: tuple[tuple[str, str], ...]
     fixed_in: tuple[str, ...]  # the first fixed release of each affected line
     issues: tuple[str, ...]  # upstream reports
     fix: str  # the upstream change that fixed it
@@ -38,7 +45,7 @@ class KnownFailure:
 
     def affects(self, version: str) -> bool:
         v = _key(version)
-        return any(_key(lo) <= v <= _key(hi) for lo, hi in self.affected)
+        return any(_key(lo) <= v <= _upper(hi) for lo, hi in self.affected)
 
     def matches(self, scenario: str, config: str, version: str, app: str | None = None) -> bool:
         return (
@@ -73,17 +80,21 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
     KnownFailure(
         id="queue-proxy-exits-before-in-flight",
         title=(
-            "queue-proxy exits 30 s after SIGTERM without shutting down its main server, "
-            "cutting every request still in flight while the app drains"
+            "queue-proxy exits 30 s after SIGTERM (or after the last new request, whichever "
+            "is later) without shutting down its main server, cutting every request still in "
+            "flight while the app drains"
         ),
         # Every scenario whose requests are still in flight 30 s after queue-proxy's
-        # SIGTERM; the short ones end before and pass on every release.
-        scenarios=("pod-delete-long", "second-batch-during-termination"),
-        configs=("default", "internal-tls"),  # the TLS servers too (1.4-1.9.2)
+        # SIGTERM; the short ones end before and pass on every release. websocket-long has
+        # its own record (cut on every release before 1.22).
+        scenarios=("pod-delete-long", "second-batch-during-termination", "streaming-long"),
+        # the TLS servers too (1.4-1.9.2); response-start-timeout does not exist before 1.7
+        # and on 1.7-1.9.2 the stream is cut here before that bug could hang it
+        configs=("default", "internal-tls", "idle-timeout", "response-start-timeout"),
         # knative-v1.1.0 (#12033) moved draining to knative/pkg's Drainer and main returned
         # after Drain() with the main server removed from the shutdown list; knative-v1.0.x
         # still called mainServer.Shutdown. #13815 (fc86653f91, main for 1.10) shuts every
-        # server down after Drain(); backported to 1.9.3 (#13829) and 1.8.6.
+        # server down after Drain(); backported to 1.9.3 (#13829) and 1.8.6 (#13836).
         # pkg/queue/sharedmain/main.go (cmd/queue/main.go before 1.7) at each tag.
         affected=(("1.1.0", "1.8.5"), ("1.9.0", "1.9.2")),
         fixed_in=("1.8.6", "1.9.3", "1.10.0"),
@@ -91,27 +102,32 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         fix="knative/serving#13815",
         signature="queue-proxy",
         evidence=(
-            "local platform: 1.7.0 and 1.1.x-1.9.1 queue-proxy cut the long requests at "
-            "delete+30 s (empty reply) while go-shutdown still served; 1.10.0 and 1.0.2 "
-            "pass. 1.8.6 is refused by the module mirror and 1.9.3 does not build here"
+            "local platform (2026-12-01): 1.7.0 (the pod-delete family) and 1.1.0 cut every "
+            "long request of go-shutdown and python-gunicorn-exec at delete+30 s (empty "
+            "reply; 0/50, 0/100) while the app still served; 1.0.2 and 1.10.0 pass them. "
+            "Other affected patches not run (many refused by the module mirror); 1.8.6 is "
+            "refused and 1.9.x does not build here (control-protocol refused)"
         ),
     ),
     KnownFailure(
         id="queue-proxy-cuts-websockets-at-drain",
         title=(
             "queue-proxy exits at the end of its drain with websocket sessions open: "
-            "http.Server.Shutdown neither waits for nor closes hijacked connections, so every "
-            "session is cut (1006) while the app is still closing it with 1000"
+            "http.Server.Shutdown neither waits for nor closes hijacked connections (and "
+            "1.1-1.9.2 never shut the main server down), so every session is cut (1006) while "
+            "the app is still closing it with 1000"
         ),
         scenarios=("websocket-long",),
         configs=("default",),
         # pkg/queue/sharedmain/main.go: after Drain() only srv.Shutdown (which ignores
         # hijacked connections), up to knative-v1.21.3; #16362 (ce8ae6c381, knative-v1.22.0)
-        # wraps the handler in a HijackTracker and polls until the upgraded requests end
-        # (at most 60 s). No 1.21.x tag has pkg/http/handler/hijack.go.
-        affected=(("1.0.0", "1.21.3"),),
+        # wraps the main handler in a HijackTracker and polls until every in-flight request
+        # through it has ended, at most 60 s after Shutdown returns. No 1.21.x tag has
+        # pkg/http/handler/hijack.go. Reported in two PRs, no issue: #15759 (open, unmerged),
+        # #16080 (closed).
+        affected=(("1.0.0", "1.21"),),
         fixed_in=("1.22.0",),
-        issues=("knative/serving#15759", "knative/serving#16080"),
+        issues=("knative/serving#15759 (PR)", "knative/serving#16080 (PR)"),
         fix="knative/serving#16362",
         signature="queue-proxy",
         evidence=(
@@ -127,15 +143,19 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
             "with responseStartTimeoutSeconds set, a response that started before it and "
             "ends after it never completes: queue-proxy's timeout handler blocks forever "
             "draining the expired timer, so the terminating chunk is never written and "
-            "queue-proxy is SIGKILLed at the end of the grace period"
+            "queue-proxy is SIGKILLed at the end of the grace period (1.8.6, 1.9.3, "
+            "1.10-1.18; on 1.7.0-1.8.5 and 1.9.0-1.9.2 queue-proxy-exits-before-in-flight "
+            "cuts the stream at about 30 s first)"
         ),
         scenarios=("streaming-long",),
         configs=("response-start-timeout",),
         # pkg/http/handler/timeout.go: putTimer(responseStartTimeout, drained=false) after
         # the timer fired with the response started (responseStartTimeoutDrained only set
         # when it wrote the 504); REVISION_RESPONSE_START_TIMEOUT_SECONDS exists from 1.7.
-        # #15899 (cf4b1ae481) sets it in both branches, first in knative-v1.19.0.
-        affected=(("1.7.0", "1.18.2"),),
+        # #15899 (cf4b1ae481) sets it in both branches, first in knative-v1.19.0. On a
+        # cluster the activator wraps requests in the same handler from 1.9, so with the
+        # activator in the path the signature may be the activator's.
+        affected=(("1.7.0", "1.18"),),
         fixed_in=("1.19.0",),
         issues=("knative/serving#15352",),
         fix="knative/serving#15899",
@@ -166,7 +186,7 @@ INTERNAL_TLS_PRESTOP = KnownFailure(
     # http server"); #16163 (54868c2355) keeps it on HTTP, first in knative-v1.20.0, not
     # backported (1.19.9 still has tlsServers["admin"]). The preStop has always been a
     # plain HTTPGet on QueueAdminPort (deploy.go) and kubelet ignores its status.
-    affected=(("1.4.0", "1.19.9"),),
+    affected=(("1.4.0", "1.19"),),
     fixed_in=("1.20.0",),
     issues=("knative/serving#16162",),
     fix="knative/serving#16163",

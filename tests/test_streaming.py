@@ -145,15 +145,23 @@ def test_bad_expect_end_is_one_clear_error() -> None:
         Batch("b", 1, expect_end="")
 
 
-def test_ksvc_carries_the_stream_timeouts_only_when_set() -> None:
-    """On a cluster the configs are revision spec fields (Knative 1.7+), absent otherwise."""
+def test_ksvc_carries_the_stream_timeouts() -> None:
+    """On a cluster the configs are revision spec fields (Knative 1.7+); without one the
+    response-start timeout is the revision timeout, never Knative's 300 s default."""
     from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, render_ksvc
 
     spec = KsvcSpec("drain-go", "img", timeout_seconds=120, response_start_timeout_seconds=10)
     revision = render_ksvc(spec, "ns")["spec"]["template"]["spec"]
     assert revision["timeoutSeconds"] == 120 and revision["responseStartTimeoutSeconds"] == 10
     assert "idleTimeoutSeconds" not in revision
-    plain = render_ksvc(KsvcSpec("drain-go", "img"), "ns")["spec"]["template"]["spec"]
-    assert set(plain) == {"timeoutSeconds", "containerConcurrency", "containers"}
+    plain = render_ksvc(KsvcSpec("drain-go", "img", timeout_seconds=600), "ns")["spec"]
+    plain = plain["template"]["spec"]
+    assert set(plain) == {
+        "timeoutSeconds",
+        "responseStartTimeoutSeconds",
+        "containerConcurrency",
+        "containers",
+    }
+    assert plain["responseStartTimeoutSeconds"] == plain["timeoutSeconds"] == 600
     with pytest.raises(ClusterError, match="idle_timeout_seconds=-1: None or a whole number"):
         render_ksvc(KsvcSpec("drain-go", "img", idle_timeout_seconds=-1), "ns")

@@ -604,8 +604,14 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
         "timeoutSeconds": spec.timeout_seconds,
         "containerConcurrency": spec.container_concurrency,
     }
-    if spec.response_start_timeout_seconds is not None:
-        revision["responseStartTimeoutSeconds"] = spec.response_start_timeout_seconds
+    # Explicit even when no config sets it: Knative defaults it to 300 s (config-defaults;
+    # from 1.13 to the revision timeout default), which would answer 504 to a request that
+    # sleeps 300 s before its first byte (the seed profile) under timeoutSeconds 600.
+    revision["responseStartTimeoutSeconds"] = (
+        spec.timeout_seconds
+        if spec.response_start_timeout_seconds is None
+        else spec.response_start_timeout_seconds
+    )
     if spec.idle_timeout_seconds is not None:
         revision["idleTimeoutSeconds"] = spec.idle_timeout_seconds
     return {
