@@ -160,7 +160,9 @@ def run_suite(concurrency: str, select: str | None, version: str) -> dict[str, A
         "cases": len(cases),
         "junit": junit,
         "unexpected": unexpected,
-        "unexpected_count": len(unexpected) + junit["failures"] + junit["errors"] + (code != 0),
+        # tests that failed or errored (a FAIL outcome is also a failed test), or a bad exit
+        "unexpected_count": max(len(unexpected), junit["failures"] + junit["errors"])
+        or int(code != 0),
         "longest_case_s": max((c["duration_s"] or 0 for c in cases), default=None),
         "pods_span_s": round(max(ends) - min(starts), 1) if starts and ends else None,
         "start_skew_ms": {

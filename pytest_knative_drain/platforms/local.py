@@ -18,7 +18,9 @@ connection on kill/wait/inspect), never judged as the app's draining.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -178,11 +180,29 @@ class LocalPod:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-    def event(self, name: str, detail: str = "") -> PodEvent:
-        ev = PodEvent(self.name, name, time.monotonic(), time.time(), detail)
+    def event(self, name: str, detail: str = "", ago_s: float = 0.0) -> PodEvent:
+        """Record ``name`` now, or ``ago_s`` seconds ago (kept in time order)."""
+        ev = PodEvent(self.name, name, time.monotonic() - ago_s, time.time() - ago_s, detail)
         with self._lock:
-            self.events.append(ev)
+            at = len(self.events)
+            while at and self.events[at - 1].mono > ev.mono:
+                at -= 1
+            self.events.insert(at, ev)
         return ev
+
+    def _exited(self, role: str, detail: str, since_mono: float) -> None:
+        """'<role> exited' at the engine's own exit time (State.FinishedAt), not when its
+        wait answered: a busy dockerd answers seconds late (62 pods at once: 5 s), and the
+        verdict reads cuts against this timeline. Never before ``since_mono`` (the wait's
+        start: clocks of a remote engine may differ), nor in the future."""
+        ago = 0.0
+        with contextlib.suppress(Exception):  # no FinishedAt: the answer's time stands
+            container = self._containers[role]
+            container.reload()
+            finished = _engine_time(container.attrs["State"]["FinishedAt"])
+            if finished is not None:
+                ago = min(max(time.time() - finished, 0.0), time.monotonic() - since_mono)
+        self.event(f"{role} exited", detail, ago_s=max(ago, 0.0))
 
     def _run(self, role: str, image: str, **kwargs: Any) -> Container:
         labels = {
@@ -451,9 +471,10 @@ class LocalPod:
 
     def _wait_or_kill(self, role: str, deadline: float) -> None:
         container = self._containers[role]
+        since = time.monotonic()
         try:
             result = container.wait(timeout=max(deadline - time.monotonic(), 0.01))
-            self.event(f"{role} exited", f"exit code {result.get('StatusCode')}")
+            self._exited(role, f"exit code {result.get('StatusCode')}", since)
             return
         except _WAIT_TIMEOUT as exc:  # the docker SDK's wait timeout is requests' read timeout
             if not _timed_out(exc):
@@ -468,6 +489,7 @@ class LocalPod:
         self._signal(role, "SIGKILL")
         assert self.termination is not None
         self.termination.killed.append(role)
+        since = time.monotonic()
         try:
             result = container.wait(timeout=30)
         except (*_WAIT_TIMEOUT, docker.errors.APIError) as exc:
@@ -477,7 +499,7 @@ class LocalPod:
                 self._fault(f"Docker engine unreachable after SIGKILL of {role}: {_line(exc)}")
             self.event(f"{role} exited", f"not confirmed after SIGKILL: {exc}")
             return
-        self.event(f"{role} exited", f"exit code {result.get('StatusCode')} after SIGKILL")
+        self._exited(role, f"exit code {result.get('StatusCode')} after SIGKILL", since)
 
     def wait_gone(self, timeout_s: float | None = None) -> Termination:
         """Block until every container has exited (or raise after ``timeout_s``)."""
@@ -535,6 +557,20 @@ class LocalPod:
             if container is not None:
                 with contextlib.suppress(docker.errors.APIError, RetryError):
                     _remove_container(container, deadline)
+
+
+_ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _engine_time(text: str) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds ("2026-12-01T07:20:01.123456789Z") as epoch
+    seconds; None for its zero time or anything else."""
+    found = _ENGINE_TIME.fullmatch(text or "")
+    if found is None or text.startswith("0001-"):
+        return None
+    zone = "+00:00" if found.group(3) == "Z" else found.group(3)
+    base = datetime.datetime.fromisoformat(found.group(1) + zone).timestamp()
+    return base + float(found.group(2) or 0.0)
 
 
 def _remove_container(container: Container, deadline: float) -> None:
