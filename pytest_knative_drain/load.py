@@ -866,27 +866,39 @@ class _Runner:
         self, event: Event, rec: EventRecord, executor: concurrent.futures.Executor
     ) -> None:
         await self._sleep_until(event.at_s)
-        seen: dict[str, Any] = {}
-
-        def call() -> None:
-            seen["started"] = self.now()
-            try:
-                seen["result"] = event.action()
-            except Exception as exc:  # recorded, the schedule goes on
-                seen["error"] = f"{type(exc).__name__}: {exc}"
-            seen["finished"] = self.now()
-
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, call)
+            await run_event(event, rec, executor, self.now)
         except asyncio.CancelledError:
             rec.error = f"schedule deadline of {self.deadline_s} s hit before the event finished"
             raise
-        finally:
-            rec.started_mono, rec.started_wall = seen.get("started", (None, None))
-            if "finished" in seen:
-                rec.finished_mono, rec.finished_wall = seen["finished"]
-                rec.error = seen.get("error")
-                rec.result = _short(seen.get("result"))
+
+
+async def run_event(
+    event: Event,
+    rec: EventRecord,
+    executor: concurrent.futures.Executor,
+    now: Callable[[], tuple[float, float]],
+) -> None:
+    """Run ``event.action`` in ``executor`` and stamp ``rec``; an exception is recorded, never
+    raised (the schedule goes on). Shared by the HTTP and the websocket engines."""
+    seen: dict[str, Any] = {}
+
+    def call() -> None:
+        seen["started"] = now()
+        try:
+            seen["result"] = event.action()
+        except Exception as exc:  # recorded, the schedule goes on
+            seen["error"] = f"{type(exc).__name__}: {exc}"
+        seen["finished"] = now()
+
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, call)
+    finally:
+        rec.started_mono, rec.started_wall = seen.get("started", (None, None))
+        if "finished" in seen:
+            rec.finished_mono, rec.finished_wall = seen["finished"]
+            rec.error = seen.get("error")
+            rec.result = _short(seen.get("result"))
 
 
 async def run_schedule(

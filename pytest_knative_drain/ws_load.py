@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .http1 import parse_url
-from .load import Event, EventRecord, ScheduleResult
+from .load import Event, EventRecord, ScheduleResult, run_event
 from .records import POD_HEADER, REVISION_HEADER, RequestRecord
 
 CROSS_S = 0.5  # a message written this close before the server's close frame crossed it
@@ -313,25 +313,7 @@ async def _at(when: float, coro: Any) -> Any:
 async def _event(
     event: Event, rec: EventRecord, executor: concurrent.futures.Executor, clock: _Clock
 ) -> None:
-    seen: dict[str, Any] = {}
-
-    def call() -> None:
-        seen["started"] = clock.stamp()
-        try:
-            seen["result"] = event.action()
-        except Exception as exc:  # recorded, the schedule goes on
-            seen["error"] = f"{type(exc).__name__}: {exc}"
-        seen["finished"] = clock.stamp()
-
-    try:
-        await asyncio.get_running_loop().run_in_executor(executor, call)
-    finally:
-        rec.started_mono, rec.started_wall = seen.get("started", (None, None))
-        if "finished" in seen:
-            rec.finished_mono, rec.finished_wall = seen["finished"]
-            rec.error = seen.get("error")
-            result = seen.get("result")
-            rec.result = None if result is None else repr(result)[:200]
+    await run_event(event, rec, executor, clock.stamp)
 
 
 def run_ws_schedule_sync(
