@@ -282,14 +282,17 @@ def test_conformance_markers_and_keywords(pytester: pytest.Pytester) -> None:
     dashed = _collected(pytester, "-k", "pod-delete-long")
     assert underscore == dashed == [i for i in every if "[pod-delete-long-" in i]
     # every app under the default config, plus the config variants
-    assert len([i for i in underscore if "short-timeout" not in i and "activator" not in i]) == len(
-        APPS
-    )
+    variants = ("short-timeout", "activator", "internal-tls")
+    assert len([i for i in underscore if not any(v in i for v in variants)]) == len(APPS)
+    assert len([i for i in underscore if "internal-tls" in i]) == len(APPS)
     fast = _collected(pytester, "-m", "not slow")
-    # not slow: scenarios whose requests end inside queue-proxy's 30 s quiet period
+    # not slow: scenarios whose requests end inside queue-proxy's 30 s quiet period, plain
+    # and under internal TLS
     assert fast and all("pod-delete-short" in i or "deletion-timeliness" in i for i in fast)
-    assert len(fast) == 2 * len(APPS)
-    one = _collected(pytester, "-k", "pod_delete_long and go_exit and not activator_in_path")
+    assert len(fast) == 2 * 2 * len(APPS)
+    one = _collected(
+        pytester, "-k", "pod_delete_long and go_exit and not activator_in_path and not internal_tls"
+    )
     assert one == [i for i in every if i.endswith("[pod-delete-long-go-exit]")]
     twin = _collected(pytester, "-k", "short_timeout")
     assert twin == [i for i in every if "[pod-delete-long-short-timeout-" in i] and len(
