@@ -130,8 +130,8 @@ def test_ctrl_c_removes_the_pod(tmp_path):
             "pytest",
             str(ROOT / "conformance"),
             "--platform=local",
-            "-k",
-            "pod-delete-long and go-shutdown",
+            "-k",  # one case: its pod is the second after the preflight's
+            "pod_delete_long and go_shutdown and not short_timeout and not internal_tls",
             "-p",
             "no:cacheprovider",
         ],
