@@ -139,6 +139,9 @@ def test_ctrl_c_removes_the_pod(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # SIGINT at its default in the run: a CI step in the background inherits it ignored,
+        # and an ignored signal stays ignored (pytest_knative_drain.interrupts)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     import docker
 
