@@ -1,4 +1,5 @@
 """One real local conformance run stopped by a real signal, and what it left behind.
+from conformance_cmd import conformance_cmd
 
 Used by ``tests/test_interrupts.py`` (a few trials) and ``scripts/signal-trials`` (N at
 random offsets). The run is ``python -m pytest conformance --platform=local`` in its own
@@ -21,12 +22,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from conformance_cmd import conformance_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER_LABEL = "knative-drain.owner-pid"
@@ -155,21 +157,7 @@ def run_trial(
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(ROOT / "conformance"),
-        "--platform=local",
-        f"--knative-version={knative_version}",
-        "-k",
-        select,
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "signal_trial",
-        *extra_args,
-    ]
+    cmd = conformance_cmd(knative_version, select, "-p", "signal_trial", *extra_args)
     out_path = workdir / "output.txt"
     try:
         with out_path.open("w") as out:

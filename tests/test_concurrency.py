@@ -11,12 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conformance_cmd import conformance_cmd
 from signal_trial import OWNER_LABEL, _default_signals, _docker_names
 
 pytestmark = pytest.mark.slow
@@ -26,21 +26,13 @@ SELECT = "deletion_timeliness and not internal_tls and (go_shutdown or go_exit o
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(ROOT / "conformance"),
-        "--platform=local",
-        "--knative-version=1.14",
-        "-k",
+    return conformance_cmd(
+        "1.14",
         SELECT,
-        "-p",
-        "no:cacheprovider",
         f"--drain-report={out / 'drain-report.json'}",
         f"--junitxml={out / 'junit.xml'}",
         *extra,
-    ]
+    )
 
 
 def test_cases_run_at_once_into_one_report_and_one_junit(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conformance_cmd import conformance_cmd
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,21 +34,14 @@ def conformance_run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pyte
     out = tmp_path_factory.mktemp("conformance")
     started = time.monotonic()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "conformance"),
-            "--platform=local",
-            "--knative-version=1.14",
-            "-k",  # internal-tls has its own module (test_internal_tls.py)
+        conformance_cmd(
+            "1.14",
+            # internal-tls has its own module (test_internal_tls.py)
             f"({' or '.join(SCENARIOS)}) and not internal_tls",
-            "-p",
-            "no:cacheprovider",
             f"--drain-report={out / 'drain-report.json'}",
             "-rA",
             "-rs",
-        ],
+        ),
         cwd=out,
         capture_output=True,
         text=True,

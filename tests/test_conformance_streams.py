@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conformance_cmd import conformance_cmd
 
 from pytest_knative_drain import verdict
 
@@ -38,20 +38,13 @@ CASES = (
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     out = tmp_path_factory.mktemp("streams")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "conformance" / "test_pod_delete.py"),
-            "--platform=local",
-            "--knative-version=1.14",
-            "-k",
+        conformance_cmd(
+            "1.14",
             " or ".join(f"test_pod_delete[{c}]" for c in CASES),
-            "-p",
-            "no:cacheprovider",
             f"--drain-report={out / 'drain-report.json'}",
             "-rA",
-        ],
+            suite=ROOT / "conformance" / "test_pod_delete.py",
+        ),
         cwd=out,
         capture_output=True,
         text=True,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from conformance_cmd import conformance_cmd
 from misbehaving_servers import LoopbackServer
 
 from pytest_knative_drain import catalog, internal_tls, verdict
@@ -237,19 +237,11 @@ def test_conformance_internal_tls_local(tmp_path: Path) -> None:
     short case go-exit fails only as the recorded preStop bug says (xfail strict)."""
     report_path = tmp_path / "drain-report.json"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "conformance"),
-            "--platform=local",
-            "--knative-version=1.14",
-            "-k",
+        conformance_cmd(
+            "1.14",
             "internal_tls and (pod_delete_long or pod_delete_short) and (go_shutdown or go_exit)",
-            "-p",
-            "no:cacheprovider",
             f"--drain-report={report_path}",
-        ],
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,

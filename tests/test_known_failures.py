@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conformance_cmd import conformance_cmd
 
 from pytest_knative_drain import known_failures
 from pytest_knative_drain.known_failures import KNOWN_FAILURES, known_failure
@@ -138,21 +138,7 @@ def test_cluster_platforms_refuse_local_only_releases(pytester: pytest.Pytester)
 def _conformance(out: Path, version: str, select: str, *extra: str) -> tuple[int, str, dict]:
     report = out / f"drain-report-{version}.json"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "conformance"),
-            "--platform=local",
-            f"--knative-version={version}",
-            "-k",
-            select,
-            "-p",
-            "no:cacheprovider",
-            f"--drain-report={report}",
-            "-rA",
-            *extra,
-        ],
+        conformance_cmd(version, select, f"--drain-report={report}", "-rA", *extra),
         cwd=out,
         capture_output=True,
         text=True,
