@@ -87,9 +87,10 @@ class ScenarioResult:
         """Failed requests per pod event that explains them (``verdict.explaining_event``)."""
         counts: dict[str, int] = {}
         for record in self.records:
-            if verdict.diagnose(record, self.events).cls == "ok":
+            judgement = verdict.diagnose(record, self.events)
+            if judgement.cls == "ok":
                 continue
-            event = verdict.explaining_event(record, self.events)
+            event = verdict.explaining_event(judgement, record, self.events)
             key = "no pod event just before"
             if event is not None:
                 offset = (

@@ -322,10 +322,10 @@ def _app_left_just_before(record: RequestRecord, events: Sequence[Any]) -> Any:
     return near[0] if near else None
 
 
-def explaining_event(record: RequestRecord, events: Sequence[Any] = ()) -> Any:
-    """The pod event a failed request is put down to: the one ``diagnose`` read, else the
-    last event just before the request ended."""
-    return diagnose(record, events).event or attribute(record, events)
+def explaining_event(j: Judgement, record: RequestRecord, events: Sequence[Any] = ()) -> Any:
+    """The pod event a failed request is put down to: the one ``diagnose`` read (``j``),
+    else the last event just before the request ended."""
+    return j.event or attribute(record, events)
 
 
 def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any:
@@ -353,7 +353,7 @@ def record_verdict(
     data = record.to_dict()
     data.update({"class": j.cls, "signature": j.signature, "hint": j.hint, "pod_event": None})
     if j.cls != "ok":
-        event = j.event or attribute(record, events)
+        event = explaining_event(j, record, events)
         if event is not None:
             data["pod_event"] = {
                 "event": event.name,
