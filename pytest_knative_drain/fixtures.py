@@ -15,6 +15,7 @@ import pytest
 from . import plugin, scheduler
 from .options import CLUSTER_CONCURRENCY, DrainOptions
 from .platforms.pod import InfrastructureError
+from .report import one_line
 from .runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 from .scenarios import APPS, CONFIGS, DEFAULT_CONFIG, SCENARIOS, TRIGGERS, Case, FixtureApp
 
@@ -143,7 +144,7 @@ def drain_platform(
         report.environment.update(platform.describe())
         yield platform
     finally:
-        platform.close()
+        _session_end(pytestconfig, f"closing the {options.platform} platform", platform.close)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +179,20 @@ def _drain_preflight(
     done = f"{', '.join(apps)} served GET /?sleep=0 through queue-proxy ({took:.1f} s)"
     config.stash[plugin.REPORT_KEY].environment["preflight"] = done
     _say(config, f"contract preflight: {done}")
+
+
+def _session_end(config: pytest.Config, what: str, step: Callable[[], object]) -> None:
+    """A session fixture's teardown step. Its error is the run's own: one line, an
+    ``infrastructure_errors`` entry (verdict ``incomplete``) and exit 1, never the last
+    test's teardown error, which pytest reports under that test's outcome (XFAIL hides it).
+    """
+    try:
+        step()
+    except Exception as exc:  # a signal's KeyboardInterrupt still unwinds (interrupts.py)
+        message = f"{what} failed at the session's end: {one_line(exc)}"
+        config.stash[plugin.SESSION_END_ERRORS_KEY].append(message)
+        config.stash[plugin.REPORT_KEY].add_error("session end", message)
+        _say(config, message)
 
 
 def _say(config: pytest.Config, message: str) -> None:
@@ -257,7 +272,11 @@ def _drain_scheduler(
         yield pool
     finally:
         wait_s = 600.0 if options.platform == "existing" else 60.0
-        pool.stop(_abort(drain_platform, options), wait_s, lambda m: _say(config, m))
+        _session_end(
+            config,
+            "stopping the case pool",
+            lambda: pool.stop(_abort(drain_platform, options), wait_s, lambda m: _say(config, m)),
+        )
 
 
 def _key(nodeid: str, case: Case) -> str:

@@ -21,6 +21,10 @@ SUITE_PROPERTY_KEY = pytest.StashKey[Callable[[str, object], None]]()
 SUITE_SLIS_KEY = pytest.StashKey[list[tuple[str, str]]]()
 #: one line per evidence writer that failed during the tests, said at the session's end
 EVIDENCE_PROBLEMS_KEY = pytest.StashKey[list[str]]()
+#: errors of the session fixtures' teardown (platform close, case pool stop): said on their
+#: own and failing the run, not folded into the last test's teardown, where pytest would
+#: report them under that test's outcome (an XFAIL hides them)
+SESSION_END_ERRORS_KEY = pytest.StashKey[list[str]]()
 #: SIGTERM/SIGHUP/SIGINT unwind the run like Ctrl-C (see interrupts.py)
 SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
 
@@ -39,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = DrainReport(options)
     config.stash[SUITE_SLIS_KEY] = []
     config.stash[EVIDENCE_PROBLEMS_KEY] = []
+    config.stash[SESSION_END_ERRORS_KEY] = []
     config.stash[SIGNAL_GUARD_KEY] = install_signal_guard(config.pluginmanager)  # after options
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
     config.addinivalue_line(
@@ -207,6 +212,9 @@ def _say(config: pytest.Config) -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # said during teardown too, where output capture may swallow it: said again here
+    for line in terminalreporter.config.stash.get(SESSION_END_ERRORS_KEY, []):
+        terminalreporter.write_line(f"[knative-drain] {line}", red=True)
     report = terminalreporter.config.stash.get(REPORT_KEY, None)
     if report is None or not report.results:
         return
@@ -235,6 +243,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     say = _say(config)
     for problem in config.stash.get(EVIDENCE_PROBLEMS_KEY, []):
         say(problem)
+    if config.stash.get(SESSION_END_ERRORS_KEY, []) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     record = config.stash.get(SUITE_PROPERTY_KEY, None)
     if record is not None:
 
