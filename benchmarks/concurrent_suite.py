@@ -3,6 +3,9 @@
     python benchmarks/concurrent_suite.py                        # one run, every case at once
     python benchmarks/concurrent_suite.py --repeat 10            # 10 runs in a row
     python benchmarks/concurrent_suite.py --concurrency 1 -k "deletion_timeliness"  # sequential
+    python benchmarks/concurrent_suite.py --profile seed         # batches of 200 x 300 s
+    python benchmarks/concurrent_suite.py --installed-python /tmp/v/bin/python
+                                        # the suite of the installed wheel, from outside
     python benchmarks/concurrent_suite.py --xdist-python /tmp/xd/bin/python --repeat 0
                                         # what pytest-xdist workers cost to start, no cases
 
@@ -119,16 +122,44 @@ def _cases(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def run_suite(concurrency: str, select: str | None, version: str) -> dict[str, Any]:
+def installed_from(python: str) -> str:
+    """Where ``python`` imports the plugin from: proof the run used the installed wheel."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    return subprocess.run(
+        [python, "-c", "import pytest_knative_drain; print(pytest_knative_drain.__file__)"],
+        cwd=tempfile.gettempdir(),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def run_suite(
+    concurrency: str,
+    select: str | None,
+    version: str,
+    profile: str = "quick",
+    installed_python: str | None = None,
+) -> dict[str, Any]:
+    """One run of the suite; with ``installed_python``, the suite of the installed wheel
+    (``pytest --pyargs``) from a directory outside the checkout, as a vendor runs it."""
     work = Path(tempfile.mkdtemp(prefix="knative-drain-bench-"))
     report_path, junit_path = work / "drain-report.json", work / "junit.xml"
+    env = None
+    if installed_python:
+        suite = ["--pyargs", "pytest_knative_drain.conformance"]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    else:
+        suite = [str(ROOT / "conformance")]
     cmd = [
-        sys.executable,
+        installed_python or sys.executable,
         "-m",
         "pytest",
-        str(ROOT / "conformance"),
+        *suite,
         "--platform=local",
         f"--knative-version={version}",
+        f"--profile={profile}",
         f"--drain-concurrency={concurrency}",
         f"--drain-report={report_path}",
         f"--junitxml={junit_path}",
@@ -142,7 +173,7 @@ def run_suite(concurrency: str, select: str | None, version: str) -> dict[str, A
     used_before = psutil.virtual_memory().used / 2**20
     started = time.monotonic()
     with (work / "pytest.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
         with Sampler(proc.pid) as sampler:
             code = proc.wait()
     wall = time.monotonic() - started
@@ -155,6 +186,8 @@ def run_suite(concurrency: str, select: str | None, version: str) -> dict[str, A
     ends = [c["pod_to_wall"] for c in cases if c["pod_to_wall"]]
     tail = (work / "pytest.log").read_text(errors="replace").splitlines()[-15:]
     return {
+        "command": cmd,
+        "profile": profile,
         "exit_code": code,
         "wall_s": round(wall, 1),
         "cases": len(cases),
@@ -233,6 +266,12 @@ def main() -> int:
     parser.add_argument("--concurrency", default="auto", help="--drain-concurrency")
     parser.add_argument("-k", dest="select", default=None, help="pytest -k (default: all)")
     parser.add_argument("--knative-version", default="1.14")
+    parser.add_argument("--profile", default="quick", choices=("quick", "seed"))
+    parser.add_argument(
+        "--installed-python",
+        default=None,
+        help="a venv's python with the wheel installed: runs --pyargs from outside the checkout",
+    )
     parser.add_argument("--xdist-python", default=None, help="a python with pytest-xdist")
     parser.add_argument("--xdist-workers", default="2,8,62")
     parser.add_argument("--name", default=None, help="results file name (no .json)")
@@ -245,6 +284,8 @@ def main() -> int:
         "command": sys.argv,
         "runs": runs,
     }
+    if args.installed_python:
+        out["plugin_imported_from"] = installed_from(args.installed_python)
     name = args.name or f"concurrent-suite-{started.replace(':', '')}"
     path = RESULTS / f"{name}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -253,7 +294,13 @@ def main() -> int:
         out["xdist_cost"] = xdist_cost(args.xdist_python, workers, args.knative_version)
         path.write_text(json.dumps(out, indent=2) + "\n")
     for i in range(args.repeat):
-        run = run_suite(args.concurrency, args.select, args.knative_version)
+        run = run_suite(
+            args.concurrency,
+            args.select,
+            args.knative_version,
+            args.profile,
+            args.installed_python,
+        )
         runs.append(run)
         print(
             f"run {i + 1}/{args.repeat}: exit {run['exit_code']}, {run['cases']} cases in "
