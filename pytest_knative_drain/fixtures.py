@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -65,6 +66,20 @@ def _workers(session: pytest.Session) -> int:
     """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
     cases = [p.get("drain_case") for p in _selected_params(session)]
     return max([0] + [c.scenario.workers for c in cases if isinstance(c, Case)])
+
+
+#: what the preflight asks for each kind of batch (preflight.py)
+KIND_ENDPOINTS = {"http": "GET /?sleep=0", "stream": "GET /stream", "websocket": "/ws echo"}
+
+
+def _batch_kinds(session: pytest.Session, profile: str) -> set[str]:
+    """The kinds of load (http, stream, websocket) the selected cases send."""
+    kinds = {"http"}
+    for params in _selected_params(session):
+        case = params.get("drain_case")
+        if isinstance(case, Case):
+            kinds |= {b.kind for b in case.scenario.plan(profile).batches}
+    return kinds
 
 
 def _apps(session: pytest.Session) -> list[str]:
@@ -158,25 +173,33 @@ def _drain_preflight(
     error on every case; this is said once, the session fixtures still tear down (nothing
     left behind) and the evidence writers still run. Exit code 4 (usage error) when it is
     ``--app-image``'s fault, as for its other checks; 1 when the platform's (queue-proxy,
-    Docker) or a fixture app's. Local only: on a cluster each case's readiness wait says it.
+    Docker, the cluster, its ingress) or a fixture app's. The streaming and websocket
+    endpoints are asked too when a selected case uses them.
     """
-    if drain_options.platform != "local":
-        return
-    from .preflight import check_local, session_line
+    from .preflight import check_cluster, check_local, session_line
 
     config = request.config
     custom = drain_options.app_image is not None
     apps = ["custom"] if custom else _apps(request.session)
+    kinds = _batch_kinds(request.session, drain_options.profile)
+    check = check_local if drain_options.platform == "local" else check_cluster
     started = time.monotonic()
-    for app in apps:
-        problem = check_local(drain_platform, app, drain_options.app_image if custom else None)
+    image = drain_options.app_image if custom else None
+    pool = concurrent.futures.ThreadPoolExecutor(len(apps) or 1, "drain-preflight")
+    try:
+        found = list(pool.map(lambda app: check(drain_platform, app, image, kinds), apps))
+    finally:  # a signal does not wait for the checks: the platform's close removes their pods
+        pool.shutdown(wait=False, cancel_futures=True)
+    for problem in found:  # the first in app order: the same line on every run
         if problem is not None:
             line = session_line(problem, custom, drain_options.platform)
             config.stash[plugin.REPORT_KEY].environment["preflight"] = f"failed: {line}"
             usage = custom and problem.culprit == "app"
             pytest.exit(line, returncode=pytest.ExitCode.USAGE_ERROR if usage else 1)
     took = time.monotonic() - started
-    done = f"{', '.join(apps)} served GET /?sleep=0 through queue-proxy ({took:.1f} s)"
+    asked = ", ".join(KIND_ENDPOINTS[k] for k in ("http", *sorted(set(kinds) - {"http"})))
+    through = "queue-proxy" if drain_options.platform == "local" else "the ingress"
+    done = f"{', '.join(apps)} served {asked} through {through} ({took:.1f} s)"
     config.stash[plugin.REPORT_KEY].environment["preflight"] = done
     _say(config, f"contract preflight: {done}")
 

@@ -4,15 +4,26 @@ One pod per app, once per session: ``GET /?sleep=0`` through the real queue-prox
 answer 200 with ``slept 0 ms on <pod>`` (fixtures/apps/README.md; the load engine counts
 an answer without "slept" as failed). An image that is missing, has no command, exits,
 never listens or answers something else is then one line before the first case, instead
-of one readiness timeout (60 s) and one failure per case.
+of one readiness timeout (local 60 s, cluster 300 s) and one failure per case. On a
+cluster the pod is a Knative Service in its own namespace and the request goes through
+the ingress, so the route is checked too.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.sync.client import connect as ws_connect
 
+from .platforms.cluster import ClusterError
+from .platforms.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIMEOUT_S
+from .platforms.knative_pod import ContainerStartError
 from .platforms.local import (
     READY_TIMEOUT_S,
     LocalPlatform,
@@ -20,13 +31,27 @@ from .platforms.local import (
     PodStartError,
 )
 from .platforms.pod import InfrastructureError
+from .platforms.serving_platform import ServingPlatform
 
 CONTRACT_PATH = "/?sleep=0"
 CONTRACT_BODY = "slept"  # what the runner's load engine expects in every answer (expect_body)
 CONTRACT = (
     "GET /?sleep=<ms> answers 200 'slept <ms> ms on <pod>' on $PORT (fixtures/apps/README.md)"
 )
+STREAM_PATH = "/stream?duration=1000&interval=250"
+STREAM_END = "stream complete"  # the load engine's check of a complete stream body
+WS_PATH = "/ws"
+WS_MESSAGE = "knative-drain preflight"
+LONG_LIVED_CONTRACT = (
+    "GET /stream?duration=<ms>&interval=<ms> a chunked body ending 'stream complete: ...' "
+    "and a websocket echo on /ws (fixtures/apps/README.md)"
+)
 ANSWER_TIMEOUT_S = 10.0
+#: Knative says Ready once its ingress is; a gateway may still answer 404/503 for the new
+#: host for a moment (its configuration reaching every Envoy): asked again for this long.
+ROUTE_SETTLE_S = 30.0
+#: Kourier's answers for a host it has no route, or no ready endpoint, for (yet)
+ROUTING = ("answered 404 ", "answered 503 ")
 
 
 @dataclass(frozen=True)
@@ -40,10 +65,74 @@ class ContractProblem:
     detail: str
 
 
+def ask(
+    url: str, headers: dict[str, str], kinds: Iterable[str], where: str
+) -> tuple[str, str] | None:
+    """(culprit, detail) of the first endpoint of ``kinds`` that breaks the contract.
+
+    ``http``: ``GET /?sleep=0``; ``stream``: a 1 s ``/stream`` whose body ends
+    ``stream complete``; ``websocket``: ``/ws`` echoes one message. No answer at all is
+    ``no_answer``'s culprit's: the app's behind a local queue-proxy, the platform's (its
+    ingress) on a cluster. ``where`` names the path the request took, for the message.
+    """
+    host = headers.get("Host")
+    for kind in ("http", *sorted(set(kinds) - {"http"})):
+        path = {"http": CONTRACT_PATH, "stream": STREAM_PATH, "websocket": WS_PATH}[kind]
+        said = f"GET {path}" + (f" with Host {host}" if host else "") + f" through {where}"
+        try:
+            if kind == "websocket":
+                detail = _websocket(url, host)
+            else:
+                detail = _http(url + path, headers, kind)
+        except (requests.RequestException, OSError, WebSocketException) as exc:
+            return "no answer", f"{said} got no answer ({type(exc).__name__}: {exc})"[:400]
+        if detail is not None:
+            return "app", f"{said} {detail}"
+    return None
+
+
+def _http(url: str, headers: dict[str, str], kind: str) -> str | None:
+    answer = requests.get(url, headers=headers, timeout=ANSWER_TIMEOUT_S)
+    if kind == "http":
+        if answer.status_code == 200 and CONTRACT_BODY in answer.text:
+            return None
+        return f"answered {answer.status_code} {answer.text[:120]!r}, not 200 'slept 0 ms on <pod>'"
+    lines = answer.text.strip().splitlines()
+    if answer.status_code == 200 and lines and lines[-1].startswith(STREAM_END):
+        return None
+    last = lines[-1][:120] if lines else ""
+    return (
+        f"answered {answer.status_code}, last line {last!r}, not a chunked body ending "
+        f"'{STREAM_END}: ...'"
+    )
+
+
+def _websocket(url: str, host: str | None) -> str | None:
+    target = urlsplit(url)
+    sock = socket.create_connection((target.hostname, target.port), timeout=ANSWER_TIMEOUT_S)
+    try:
+        with ws_connect(
+            f"ws://{host or target.netloc}{WS_PATH}",
+            sock=sock,
+            open_timeout=ANSWER_TIMEOUT_S,
+            close_timeout=2,
+            proxy=None,
+            compression=None,
+        ) as ws:
+            ws.send(WS_MESSAGE)
+            echoed = ws.recv(timeout=ANSWER_TIMEOUT_S)
+    except InvalidStatus as exc:
+        return f"refused the websocket upgrade: {exc.response.status_code}"
+    finally:
+        sock.close()
+    return None if echoed == WS_MESSAGE else f"echoed {str(echoed)[:80]!r}, not {WS_MESSAGE!r}"
+
+
 def check_local(
     platform: LocalPlatform,
     app: str,
     image: str | None,
+    kinds: Iterable[str] = ("http",),
     ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> ContractProblem | None:
     """Start one pod of ``app`` (or ``image``), ask it the contract, remove it."""
@@ -59,30 +148,75 @@ def check_local(
             return problem("app" if exc.role == "user-container" else "platform", str(exc))
         except (InfrastructureError, LocalPlatformError) as exc:
             return problem("platform", str(exc))
-        try:
-            answer = requests.get(pod.url + CONTRACT_PATH, timeout=ANSWER_TIMEOUT_S)
-        except requests.RequestException as exc:
-            return problem(
-                "app",
-                f"GET {CONTRACT_PATH} through queue-proxy got no answer ({type(exc).__name__}); "
-                f"user-container: {pod.state('user-container')}",
-            )
-        if answer.status_code != 200 or CONTRACT_BODY not in answer.text:
-            return problem(
-                "app",
-                f"GET {CONTRACT_PATH} through queue-proxy answered {answer.status_code} "
-                f"{answer.text[:120]!r}, not 200 'slept 0 ms on <pod>'; "
-                f"user-container: {pod.state('user-container')}",
-            )
-        return None
+        found = ask(pod.url, {}, kinds, "queue-proxy")
+        if found is None:
+            return None
+        culprit, detail = found
+        culprit = "app" if culprit == "no answer" else culprit
+        return problem(culprit, f"{detail}; user-container: {pod.state('user-container')}")
     finally:
         pod.remove()
+
+
+def check_cluster(
+    platform: ServingPlatform,
+    app: str,
+    image: str | None,
+    kinds: Iterable[str] = ("http",),
+    ready_timeout_s: float = CLUSTER_READY_TIMEOUT_S,
+) -> ContractProblem | None:
+    """Start one Knative Service of ``app`` (or ``image``), ask it the contract through the
+    ingress, remove its namespace."""
+    try:
+        pod = platform.pod(app, image, timeout_seconds=30)
+    except ClusterError as exc:
+        return ContractProblem(app, image or "?", "platform", str(exc))
+    pod.ready_timeout_s = ready_timeout_s
+
+    def problem(culprit: str, detail: str) -> ContractProblem:
+        return ContractProblem(app, pod.spec.image, culprit, detail)
+
+    try:
+        try:
+            pod.start()
+        except ContainerStartError as exc:
+            return problem("app" if exc.container == "user-container" else "platform", str(exc))
+        except ClusterError as exc:
+            return problem("platform", str(exc))
+        where = f"the ingress on {pod.url}"
+
+        @retry(  # the route settling: infrastructure, asked again; nothing measured here
+            stop=stop_after_delay(ROUTE_SETTLE_S),
+            wait=wait_fixed(2),
+            retry=retry_if_result(lambda found: found is not None and _routing(found[1])),
+            retry_error_callback=lambda state: state.outcome.result(),
+        )
+        def asked() -> tuple[str, str] | None:
+            return ask(pod.url, pod.headers, kinds, where)
+
+        found = asked()
+        if found is None:
+            return None
+        culprit, detail = found
+        return problem("platform" if culprit == "no answer" else culprit, detail)
+    finally:
+        pod.remove()
+
+
+def _routing(detail: str) -> bool:
+    return any(answer in detail for answer in ROUTING)
 
 
 def session_line(problem: ContractProblem, custom: bool, platform: str) -> str:
     """The one line that ends the session: the option (or fixture app) and what it did."""
     if problem.culprit == "app" and custom:
-        return f"--app-image={problem.image}: {problem.detail}; the app must serve: {CONTRACT}"
+        long_lived = STREAM_PATH.split("?")[0] in problem.detail or WS_PATH in problem.detail
+        return f"--app-image={problem.image}: {problem.detail}; the app must serve: " + (
+            f"{LONG_LIVED_CONTRACT}, or deselect the scenarios that use it "
+            "(-k 'not streaming_long and not websocket_long')"
+            if long_lived
+            else CONTRACT
+        )
     if problem.culprit == "app":
         return (
             f"fixture app {problem.app} ({problem.image}) does not serve the contract on "

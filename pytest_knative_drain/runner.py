@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import load, verdict, ws_load
+from .platforms.pod import InfrastructureError
 from .records import RequestRecord
 from .scenarios import DEFAULT_CONFIG, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
 
@@ -157,9 +158,20 @@ def run_scenario(
     started = time.monotonic()
     trigger = trigger or TRIGGERS["pod-delete"]
     grace = timeout_seconds or plan.timeout_seconds
-    events = [load.Event(trigger.name, plan.trigger_at_s, lambda: target.trigger(trigger))]
+    faults: list[InfrastructureError] = []
+
+    def fire() -> Any:
+        try:
+            return target.trigger(trigger)
+        except InfrastructureError as exc:  # the platform failed under it: said as such
+            faults.append(exc)
+            raise
+
+    events = [load.Event(trigger.name, plan.trigger_at_s, fire)]
     bound = plan.last_request_end_s + max(grace, plan.timeout_seconds) + 60  # never unbounded
     result = _load(target, plan.batches, events, bound)
+    if faults:
+        raise InfrastructureError(f"trigger {trigger.name}: {faults[0]}")
     failed = [e for e in result.events if e.error or e.started_mono is None]
     if failed:
         event = failed[0]

@@ -11,6 +11,7 @@ subresources, the way those components do, and says so.
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 import time
@@ -21,8 +22,10 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from pytest_knative_drain.platforms import knative_pod
 from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, Namespaces
 from pytest_knative_drain.platforms.knative_pod import KnativePod, LogFollower, pod_changes
+from pytest_knative_drain.platforms.pod import InfrastructureError
 
 # The API server, its client and Knative 1.14.2's CRDs: the same session fixtures.
 kube, api, serving_src, caching_src, knative_core = (
@@ -30,6 +33,23 @@ kube, api, serving_src, caching_src, knative_core = (
 )  # fmt: skip
 
 SPEC = KsvcSpec(name="sleeper", image="dev.local/sleeper:1", timeout_seconds=30)
+
+
+NODE = "node-a"
+
+
+def _ready_node(api: k8s.ApiClient, name: str, ready: str = "True", reason: str = "") -> None:
+    """The Node as its kubelet registers it (Ready), or as the node lifecycle controller
+    marks it when the kubelet stops posting status (Unknown)."""
+    core = k8s.CoreV1Api(api)
+    try:
+        core.create_node({"metadata": {"name": name}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    condition = {"type": "Ready", "status": ready, "reason": reason or "KubeletReady",
+                 "message": "Kubelet stopped posting node status." if reason else "ok"}
+    core.patch_node_status(name, {"status": {"conditions": [condition]}})
 
 
 def _play_knative_and_kubelet(api: k8s.ApiClient, target: KnativePod, errors: list) -> None:
@@ -45,13 +65,14 @@ def _play_knative_and_kubelet(api: k8s.ApiClient, target: KnativePod, errors: li
             )
 
         ksvc_exists()
+        _ready_node(api, NODE)
         ns = target.namespace
         core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
         pod = {
             "metadata": {"name": "sleeper-00001-deployment-abc", "labels": {
                 "serving.knative.dev/service": SPEC.name}},
             "spec": {
-                "nodeName": "node-a",  # bound: deletion then waits for a kubelet
+                "nodeName": NODE,  # bound: deletion then waits for a kubelet
                 "terminationGracePeriodSeconds": SPEC.timeout_seconds,
                 "containers": [
                     {"name": "user-container", "image": SPEC.image},
@@ -243,3 +264,63 @@ def test_log_follower_stop_is_bounded_while_the_server_never_answers() -> None:
         assert not follower.alive and time.monotonic() - started < 10
         assert follower.note == "stopped when the case ended"
         api.close()
+
+
+def test_a_node_gone_not_ready_ends_the_wait_as_an_infrastructure_error(knative_core, api) -> None:
+    """The node's kubelet stopped (node lifecycle: Ready=Unknown): the pod can never be
+    confirmed gone, and the requests it held say nothing of draining. The wait ends within
+    a poll, not at its bound, as an infrastructure error naming the node."""
+    namespaces = Namespaces(api, "run-pod")
+    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    errors: list = []
+    helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
+    helper.start()
+    try:
+        with target:
+            helper.join(30)
+            assert not errors
+            assert target.nodes == {NODE}
+            target.delete(grace_s=30)
+            _ready_node(api, NODE, "Unknown", "NodeStatusUnknown")
+            started = time.monotonic()
+            with pytest.raises(InfrastructureError) as fault:
+                target.wait_gone(60)
+            assert time.monotonic() - started < 10
+    finally:
+        _ready_node(api, NODE)  # the other tests' pods run there
+    assert str(fault.value) == (
+        f"node {NODE} of pod {target.name} is not Ready: Ready=Unknown NodeStatusUnknown: "
+        "Kubelet stopped posting node status.; no verdict"
+    )
+    assert "infrastructure fault" in [e.name for e in target.events]
+
+
+def test_an_api_server_gone_ends_the_wait_as_an_infrastructure_error(
+    knative_core, api, monkeypatch
+) -> None:
+    """The API server stops answering mid-wait (port 1: nobody listens there, for real): a
+    call or two may fail, but API_UNREACHABLE_S without an answer ends the case."""
+    monkeypatch.setattr(knative_pod, "API_UNREACHABLE_S", 3.0)
+    own = k8s.ApiClient(copy.deepcopy(api.configuration))  # the shared client stays good
+    # the kubeconfig loader's hook re-reads the kubeconfig (and its server) before each call
+    own.configuration.refresh_api_key_hook = None
+    namespaces = Namespaces(own, "run-pod")
+    target = KnativePod(own, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    errors: list = []
+    helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
+    helper.start()
+    with target:
+        helper.join(30)
+        assert not errors
+        target.delete(grace_s=30)
+        dead = "https://127.0.0.1:1"  # tcpmux: nothing listens on port 1 here
+        live, own.configuration.host = own.configuration.host, dead
+        started = time.monotonic()
+        with pytest.raises(InfrastructureError) as fault:
+            target.wait_gone(60)
+        took = time.monotonic() - started
+        own.configuration.host = live  # the namespace is removed through it
+    assert 3 <= took < 20, took
+    message = str(fault.value)
+    assert message.startswith(f"read node {NODE}: cannot reach the API server {dead}: "), message
+    assert message.endswith("; no verdict"), message

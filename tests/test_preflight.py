@@ -24,6 +24,18 @@ DOCKERFILES = {
     "exits": 'CMD ["sh", "-c", "echo the app is going away >&2; exit 3"]',
     "wrong-body": 'CMD ["python3", "-m", "http.server", "8080"]',
     "no-cmd": "LABEL knative-drain.test=no-command",  # the base image has no CMD
+    # serves GET /?sleep=<ms> and nothing else: every path gets "slept 0 ms on x"
+    "no-stream": "\n".join(
+        [
+            "RUN printf '%s\\n' 'import http.server as h' 'class H(h.BaseHTTPRequestHandler):'"
+            " '    def do_GET(self):' '        b = b\"slept 0 ms on x\\n\"'"
+            " '        self.send_response(200)'"
+            " '        self.send_header(\"Content-Length\", str(len(b)))'"
+            " '        self.end_headers()' '        self.wfile.write(b)'"
+            " 'h.ThreadingHTTPServer((\"\", 8080), H).serve_forever()' > /srv-app.py",
+            'CMD ["python3", "/srv-app.py"]',
+        ]
+    ),
 }
 INNER = """
     import pytest
@@ -63,6 +75,14 @@ def images():
         ("wrong-body", ("answered 200 '<!DOCTYPE HTML>", "not 200 'slept 0 ms on <pod>'")),
         ("no-cmd", ("Docker cannot create a container of", "No command specified")),
         ("missing", ("is not on this Docker engine",)),
+        (
+            "no-stream",
+            (
+                "GET /stream?duration=1000&interval=250 through queue-proxy answered 200, "
+                "last line 'slept 0 ms on x', not a chunked body ending 'stream complete: ...'",
+                "or deselect the scenarios that use it",
+            ),
+        ),
     ],
 )
 def test_an_unusable_app_image_ends_the_session_once(pytester, images, image, says):

@@ -97,6 +97,34 @@ def check_docker() -> str:
         ) from None
 
 
+def node_container_fault(node: str) -> str | None:
+    """Why kind node ``node`` (a Docker container of that name) cannot run pods: stopped,
+    paused or removed. Kubernetes says so only after the node's 40 s grace (NotReady);
+    Docker says it at once. None when it runs, or when Docker cannot say."""
+    import docker.errors
+
+    from ..docker_engine import docker_client
+
+    try:
+        client = docker_client(timeout=10)
+        try:
+            state = client.api.inspect_container(node)["State"]
+        finally:
+            client.close()
+    except docker.errors.NotFound:
+        return f"kind node {node}: its container was removed"
+    except (docker.errors.DockerException, OSError):
+        return None  # Docker itself unreachable: the node's Ready condition decides
+    if state.get("Paused"):
+        return f"kind node {node}: its container is paused"
+    if state.get("Status") != "running":
+        return (
+            f"kind node {node}: its container is {state.get('Status')} "
+            f"(exit code {state.get('ExitCode')}, finished {state.get('FinishedAt')})"
+        )
+    return None
+
+
 def _print(message: str) -> None:
     print(f"[knative-drain] {message}")
 
@@ -140,6 +168,7 @@ class KindPlatform(ServingPlatform):
         self.cluster = cluster
         self.release = release
         self.created = created
+        self.node_probe = node_container_fault
 
     @classmethod
     def create(

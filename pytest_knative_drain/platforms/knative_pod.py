@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -41,7 +42,7 @@ from .cluster import (
     render_ksvc,
     wait_until,
 )
-from .pod import PodEvent, Termination
+from .pod import InfrastructureError, PodEvent, Termination
 
 SERVICE_LABEL = "serving.knative.dev/service"
 CONTAINERS = ("queue-proxy", "user-container")
@@ -55,10 +56,47 @@ LOG_LIMIT_BYTES = 1 << 20  # the newest bytes kept per container
 STREAM_ENDED = "the container's log stream ended"  # kubelet ends it when the container exits
 STOPPED = "stopped when the case ended"
 NORMAL_ENDS = ("following", STREAM_ENDED, STOPPED)
+#: The API server may fail a call or two (a leader change, a restart); unanswered this long
+#: while a case waits, the cluster failed under it: the case ends without a verdict.
+API_UNREACHABLE_S = 30.0
+FAULT_POLL_S = 2.0  # how often a wait for a pod's end looks at its nodes and the API server
+#: Why a node (by name) cannot run pods, from outside Kubernetes (kind: its container's
+#: state in Docker, seen at once, where the node's Ready condition takes 40 s), or None.
+NodeProbe = Callable[[str], "str | None"]
 
 
 def _quiet(_: str) -> None:
     pass
+
+
+#: A container waiting for one of these will not start by waiting longer: kubelet backs off
+#: (ImagePullBackOff comes after a failed pull; ErrImagePull alone may be a passing flake).
+HOPELESS_WAITS = (
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+)
+
+
+class ContainerStartError(ClusterError):
+    """A container of the revision's pod cannot start: waiting longer will not help.
+
+    ``container`` is whose fault it is (user-container: the app's image; queue-proxy: the
+    platform's); the message has the reason, the exit code and the log tail.
+    """
+
+    def __init__(self, message: str, container: str) -> None:
+        super().__init__(message)
+        self.container = container
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The API server was not reached or failed (5xx): the cluster's fault, not the call's."""
+    return not isinstance(exc, ApiException) or not exc.status or exc.status >= 500
 
 
 # -- watch -> timeline ----------------------------------------------------------------------
@@ -405,9 +443,13 @@ class KnativePod:
         ready_timeout_s: float = READY_TIMEOUT_S,
         progress: Progress = _quiet,
         keep: bool = False,
+        node_probe: NodeProbe | None = None,
     ) -> None:
         spec.check()
         self.api = api
+        self.node_probe = node_probe
+        self.nodes: set[str] = set()  # where the case's pods run: their failure is a fault
+        self._api_down_since: float | None = None
         self.core = k8s.CoreV1Api(api)
         self.spec = spec
         self.namespaces = namespaces
@@ -480,8 +522,12 @@ class KnativePod:
             self.host = urlparse(status.get("url") or "").hostname
             return None
 
+        def ready_or_hopeless() -> str | None:
+            self._raise_if_hopeless()
+            return service_ready()
+
         wait_until(
-            service_ready,
+            ready_or_hopeless,
             f"Knative Service {self.namespace}/{self.spec.name} Ready",
             timeout_s=self.ready_timeout_s,
             progress=self.progress,
@@ -490,6 +536,52 @@ class KnativePod:
         self.name = self._find_pod()
         self.event("ready", f"pod {self.name}, host {self.host}")
         self.follow_logs()
+
+    def _raise_if_hopeless(self) -> None:
+        """ContainerStartError when a container of a revision pod cannot start (a failed
+        pull, no command, it exited): one line now, not the Ready wait's 300 s. Knative's
+        own status says so only after the Deployment's progress deadline (10 min)."""
+        assert self.namespace is not None
+        pods = self.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=f"{SERVICE_LABEL}={self.spec.name}",
+            _request_timeout=REQUEST_TIMEOUT,
+        ).items
+        for pod in pods:
+            for status in (pod.status.container_statuses if pod.status else None) or []:
+                waiting = status.state.waiting if status.state else None
+                last = status.last_state.terminated if status.last_state else None
+                if waiting is None or waiting.reason not in HOPELESS_WAITS:
+                    continue
+                why = f"{waiting.reason}: {' '.join((waiting.message or '').split())[:300]}"
+                if last is not None:
+                    why = (
+                        f"exited with code {last.exit_code}"
+                        + (f" ({last.reason})" if last.reason else "")
+                        + f", {status.restart_count} restart(s), now {waiting.reason}"
+                        + (f": {' '.join(last.message.split())[:200]}" if last.message else "")
+                        + self._log_tail(pod.metadata.name, status.name)
+                    )
+                raise ContainerStartError(
+                    f"pod {pod.metadata.name}: {status.name} cannot start: {why}", status.name
+                )
+
+    def _log_tail(self, pod: str, container: str, lines: int = 10) -> str:
+        """``; log tail: ...`` of the container's previous run, or nothing."""
+        assert self.namespace is not None
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod,
+                self.namespace,
+                container=container,
+                previous=True,
+                tail_lines=lines,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except API_ERRORS:
+            return ""
+        text = " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+        return f"; log tail: {text[-400:]}" if text else "; log empty"
 
     def follow_logs(self) -> None:
         """Follow every container of the Service's Ready pods from now on, while they exist.
@@ -531,6 +623,7 @@ class KnativePod:
                     f"({len(pods)} pods)"
                 )
             self._ready_pods = sorted(p.metadata.name for p in ready)
+            self.nodes |= {p.spec.node_name for p in ready if p.spec and p.spec.node_name}
             found.append(self._ready_pods[0])
             return None
 
@@ -581,10 +674,12 @@ class KnativePod:
             )
         except API_ERRORS as exc:
             if not (isinstance(exc, ApiException) and exc.status == 404):
-                raise ClusterError(
-                    f"delete pod {self.namespace}/{self.name} on {host_of(self.api)}: "
-                    f"{error_line(exc)}"
-                ) from None
+                doing = f"delete pod {self.namespace}/{self.name}"
+                if _unreachable(exc):  # the cluster failed, not our request
+                    raise InfrastructureError(
+                        f"{cluster_error(doing, exc, host_of(self.api))}; no verdict"
+                    ) from None
+                raise ClusterError(f"{doing} on {host_of(self.api)}: {error_line(exc)}") from None
         return self.termination
 
     def trigger(self, trigger: Trigger) -> Termination:
@@ -674,6 +769,7 @@ class KnativePod:
             def check() -> str | None:
                 if self._deleted_since(t0):
                     return None
+                self.raise_fault()
                 return f"no pod with {SERVICE_LABEL}={self.spec.name} began terminating yet"
 
             wait_until(
@@ -687,7 +783,8 @@ class KnativePod:
         for watch, name in awaited:
             left = max(0.0, end - time.monotonic())
             namespace = watch.namespace
-            if not watch.wait_gone(name, left) and not self._absent(name, namespace):
+            if not self._wait_gone(watch, name, left) and not self._absent(name, namespace):
+                self.raise_fault()
                 raise ClusterError(
                     f"pod {namespace}/{name} still exists {limit:.0f} s after the trigger "
                     f"(grace {self.termination.grace_s:g} s; is the node's kubelet running?)"
@@ -707,6 +804,58 @@ class KnativePod:
             }
         )
         return self.termination
+
+    def _wait_gone(self, watch: PodWatch, name: str, timeout_s: float) -> bool:
+        """``watch.wait_gone`` in slices, looking for a fault between them: a stopped node
+        or an unreachable API server ends the wait now, not at its bound."""
+        end = time.monotonic() + timeout_s
+        while True:
+            left = end - time.monotonic()
+            if watch.wait_gone(name, max(0.0, min(FAULT_POLL_S, left))):
+                return True
+            if left <= FAULT_POLL_S:
+                return False
+            self.raise_fault()
+
+    def raise_fault(self) -> None:
+        """InfrastructureError when the cluster failed under the case: a node its pods ran
+        on is stopped (the platform's probe) or not Ready, or the API server has not
+        answered for API_UNREACHABLE_S. What was measured then says nothing of draining."""
+        fault = self._fault()
+        if fault is not None:
+            self.event("infrastructure fault", fault)
+            raise InfrastructureError(f"{fault}; no verdict")
+
+    def _fault(self) -> str | None:
+        for node in sorted(self.nodes):
+            if self.node_probe is not None:
+                why = self.node_probe(node)
+                if why is not None:
+                    return why
+            try:
+                obj = self.core.read_node(node, _request_timeout=REQUEST_TIMEOUT)
+            except API_ERRORS as exc:
+                if isinstance(exc, ApiException) and exc.status == 404:
+                    return f"node {node} of pod {self.name} was deleted from the cluster"
+                if not _unreachable(exc):
+                    return None  # our request's fault (RBAC): not the cluster's; say nothing
+                now = time.monotonic()
+                self._api_down_since = self._api_down_since or now
+                if now - self._api_down_since < API_UNREACHABLE_S:
+                    return None
+                return (
+                    f"{cluster_error('read node ' + node, exc, host_of(self.api))} "
+                    f"for {now - self._api_down_since:.0f} s"
+                )
+            self._api_down_since = None
+            conditions = (obj.status.conditions if obj.status else None) or []
+            ready = next((c for c in conditions if c.type == "Ready"), None)
+            if ready is not None and ready.status != "True":
+                return (
+                    f"node {node} of pod {self.name} is not Ready: Ready={ready.status} "
+                    f"{ready.reason or ''}: {' '.join((ready.message or '').split())[:200]}"
+                )
+        return None
 
     def _absent(self, name: str | None = None, namespace: str | None = None) -> bool:
         """True when the API server says the pod is gone (404); False when it exists or the

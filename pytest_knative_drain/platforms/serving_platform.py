@@ -12,7 +12,7 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from ..scenarios import KnativeConfig, Scenario
 from .cluster import ClusterError, KsvcSpec, Namespaces, Progress, service_name
 from .knative_config import KnativeConfigPatch, patch_for
-from .knative_pod import KnativePod
+from .knative_pod import KnativePod, NodeProbe
 
 
 class ServingPlatform:
@@ -40,6 +40,7 @@ class ServingPlatform:
         self.facts = facts or {}
         self.keep_namespaces = keep if keep_namespaces is None else keep_namespaces
         self.namespaces = Namespaces(api, run_id, keep=self.keep_namespaces)
+        self.node_probe: NodeProbe | None = None  # kind: a node's container state in Docker
 
     def check_ingress(self, timeout_s: float = 60.0) -> str:
         """One setup error instead of a drain failure per case when nothing answers on
@@ -118,4 +119,5 @@ class ServingPlatform:
             ingress_port=self.ingress_port,
             progress=self.progress,
             keep=self.keep_namespaces,
+            node_probe=self.node_probe,
         )
