@@ -6,6 +6,8 @@
     python benchmarks/concurrent_suite.py --profile seed         # batches of 200 x 300 s
     python benchmarks/concurrent_suite.py --installed-python /tmp/v/bin/python
                                         # the suite of the installed wheel, from outside
+    python benchmarks/concurrent_suite.py --platform kind --pytest-arg=--keep-cluster \
+        --concurrency 1 -k "..."        # cases on a kind cluster, one after another
     python benchmarks/concurrent_suite.py --xdist-python /tmp/xd/bin/python --repeat 0
                                         # what pytest-xdist workers cost to start, no cases
 
@@ -141,6 +143,8 @@ def run_suite(
     version: str,
     profile: str = "quick",
     installed_python: str | None = None,
+    platform: str = "local",
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
     """One run of the suite; with ``installed_python``, the suite of the installed wheel
     (``pytest --pyargs``) from a directory outside the checkout, as a vendor runs it."""
@@ -157,7 +161,7 @@ def run_suite(
         "-m",
         "pytest",
         *suite,
-        "--platform=local",
+        f"--platform={platform}",
         f"--knative-version={version}",
         f"--profile={profile}",
         f"--drain-concurrency={concurrency}",
@@ -170,6 +174,7 @@ def run_suite(
     ]
     if select:
         cmd += ["-k", select]
+    cmd += extra or []
     used_before = psutil.virtual_memory().used / 2**20
     started = time.monotonic()
     with (work / "pytest.log").open("w") as log:
@@ -267,6 +272,13 @@ def main() -> int:
     parser.add_argument("-k", dest="select", default=None, help="pytest -k (default: all)")
     parser.add_argument("--knative-version", default="1.14")
     parser.add_argument("--profile", default="quick", choices=("quick", "seed"))
+    parser.add_argument("--platform", default="local", choices=("local", "kind", "existing"))
+    parser.add_argument(
+        "--pytest-arg",
+        action="append",
+        default=[],
+        help="passed to pytest as is (repeat): --keep-cluster, --context ...",
+    )
     parser.add_argument(
         "--installed-python",
         default=None,
@@ -300,6 +312,8 @@ def main() -> int:
             args.knative_version,
             args.profile,
             args.installed_python,
+            args.platform,
+            args.pytest_arg,
         )
         runs.append(run)
         print(

@@ -47,8 +47,12 @@ def _ready_node(api: k8s.ApiClient, name: str, ready: str = "True", reason: str 
     except ApiException as exc:
         if exc.status != 409:
             raise
-    condition = {"type": "Ready", "status": ready, "reason": reason or "KubeletReady",
-                 "message": "Kubelet stopped posting node status." if reason else "ok"}
+    condition = {
+        "type": "Ready",
+        "status": ready,
+        "reason": reason or "KubeletReady",
+        "message": "Kubelet stopped posting node status." if reason else "ok",
+    }
     core.patch_node_status(name, {"status": {"conditions": [condition]}})
 
 

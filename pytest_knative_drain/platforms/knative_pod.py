@@ -59,6 +59,8 @@ NORMAL_ENDS = ("following", STREAM_ENDED, STOPPED)
 #: The API server may fail a call or two (a leader change, a restart); unanswered this long
 #: while a case waits, the cluster failed under it: the case ends without a verdict.
 API_UNREACHABLE_S = 30.0
+#: connect, read: a dropped connection (packets that never come back) is seen in time
+FAULT_REQUEST_TIMEOUT = (5.0, 10.0)
 FAULT_POLL_S = 2.0  # how often a wait for a pod's end looks at its nodes and the API server
 #: Why a node (by name) cannot run pods, from outside Kubernetes (kind: its container's
 #: state in Docker, seen at once, where the node's Ready condition takes 40 s), or None.
@@ -832,15 +834,16 @@ class KnativePod:
                 why = self.node_probe(node)
                 if why is not None:
                     return why
+            asked = time.monotonic()
             try:
-                obj = self.core.read_node(node, _request_timeout=REQUEST_TIMEOUT)
+                obj = self.core.read_node(node, _request_timeout=FAULT_REQUEST_TIMEOUT)
             except API_ERRORS as exc:
                 if isinstance(exc, ApiException) and exc.status == 404:
                     return f"node {node} of pod {self.name} was deleted from the cluster"
                 if not _unreachable(exc):
                     return None  # our request's fault (RBAC): not the cluster's; say nothing
                 now = time.monotonic()
-                self._api_down_since = self._api_down_since or now
+                self._api_down_since = self._api_down_since or asked
                 if now - self._api_down_since < API_UNREACHABLE_S:
                     return None
                 return (
