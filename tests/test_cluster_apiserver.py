@@ -8,6 +8,7 @@ admission webhooks, CRD establishment, discovery, apply semantics, namespaces).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -340,7 +341,10 @@ def _no_traceback_line(err: pytest.ExceptionInfo[ClusterError]) -> str:
     return message
 
 
-def test_unreachable_api_server_is_one_cluster_error_fast(tmp_path: Path) -> None:
+def test_unreachable_api_server_is_one_cluster_error_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "CLEANUP_RETRY_S", 0.0)  # cleanup asks again: not here
     url = f"https://127.0.0.1:{_closed_port()}"
     api = _client(url)
     calls = {
@@ -385,3 +389,52 @@ def test_api_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch
         _no_traceback_line(err)
         assert time.monotonic() - started < 10  # urllib3 retries a GET 3 times: 4 x 0.5 s
         api.close()
+
+
+def _forward_later(port: int, to: str, after_s: float, stop: threading.Event) -> None:
+    """Listen on ``port`` only ``after_s`` from now, then relay each connection to ``to``."""
+    host, to_port = to.removeprefix("https://").rsplit(":", 1)
+    time.sleep(after_s)
+    with socket.create_server(("127.0.0.1", port)) as server:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                down, _ = server.accept()
+            except TimeoutError:
+                continue
+            up = socket.create_connection((host, int(to_port)))
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+def test_cleanup_asks_again_until_the_api_server_is_back(kube, api) -> None:
+    """The API server unreachable when a case ends (the fault that ended it, a restart):
+    the namespace is still deleted once it answers again within CLEANUP_RETRY_S."""
+    core = k8s.CoreV1Api(api)
+    spaces = Namespaces(api, "run-back")
+    ns = spaces.create("back")
+    port = _closed_port()
+    # by hand: a kubeconfig client puts its server back into the configuration on each call
+    late = _client(f"https://127.0.0.1:{port}")
+    late.set_default_header("Authorization", f"Bearer {kube_apiserver.TOKEN}")
+    stop = threading.Event()
+    relay = threading.Thread(target=_forward_later, args=(port, kube.url, 4.0, stop), daemon=True)
+    relay.start()
+    started = time.monotonic()
+    try:
+        Namespaces(late, "run-back").delete(ns)  # refused at first: asked again, then deleted
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        relay.join(5)
+        late.close()
+    assert 4.0 <= took < 4.0 + cluster.CLEANUP_INTERVAL_S + 5, took
+    assert core.read_namespace(ns).metadata.deletion_timestamp is not None

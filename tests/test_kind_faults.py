@@ -8,7 +8,8 @@ they skip saying so. Each runs the conformance plugin in a child pytest on
 - an ``--app-image`` that exits, or answers something else, ends the session once in the
   contract preflight (exit 4), before any case, with the exit code and log tail;
 - the API server unreachable mid-case (its port dropped inside the control-plane node, for
-  real) ends the case as an infrastructure error, not a verdict, and the run goes on;
+  real, for 45 s) ends the case as an infrastructure error, not a verdict, and its
+  namespace is still deleted once the API server is back;
 - the kind node under the pod stopped (``docker stop``) does the same at once; it is the
   last test: the node is started again, but the cluster is not trusted after it.
 """
@@ -26,8 +27,10 @@ import uuid
 
 import docker
 import pytest
+from kubernetes import client, config
 
 from pytest_knative_drain.images import BASE_IMAGE
+from pytest_knative_drain.platforms.cluster import RUN_LABEL
 
 CLUSTER = os.environ.get("KNATIVE_DRAIN_KIND_CLUSTER", "knative-drain")
 VERSION = os.environ.get("KNATIVE_VERSION", "1.14")
@@ -36,6 +39,7 @@ CONTROL_PLANE = f"{CLUSTER}-control-plane"
 # stack is cached (~/.cache/knative-drain) and kind's kubeconfig is (~/.kube/config)
 HOME = os.environ.get("HOME", "/root")
 DROP_API = ["INPUT", "-p", "tcp", "--dport", "6443", "-j", "DROP"]  # the API server's port
+API_DOWN_S = 45
 
 pytestmark = [
     pytest.mark.slow,
@@ -116,18 +120,18 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def images():
-    client = docker.from_env()
+    engine = docker.from_env()
     repo = f"dev.local/knative-drain-test-{uuid.uuid4().hex[:6]}"
     built = {}
     try:
         for name, line in DOCKERFILES.items():
             dockerfile = f"FROM {BASE_IMAGE}\n{line}\n".encode()
-            client.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{name}", rm=True)
+            engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{name}", rm=True)
             built[name] = f"{repo}:{name}"
         yield built
     finally:
         for tag in built.values():
-            client.images.remove(tag, force=True)
+            engine.images.remove(tag, force=True)
             for node in _docker("ps", "--format", "{{.Names}}").stdout.split():
                 if node.startswith(f"{CLUSTER}-"):  # what kind load put in the node
                     _docker("exec", node, "crictl", "rmi", tag, check=False)
@@ -160,7 +164,13 @@ def test_an_unusable_app_image_ends_the_session_once_on_kind(pytester, images, i
 
 def test_the_api_server_unreachable_mid_case_is_an_infrastructure_error(pytester, tmp_path):
     report = tmp_path / "run.json"
-    fault = f"docker exec {CONTROL_PLANE} iptables -w -I {' '.join(DROP_API)}"
+    # dropped for API_DOWN_S, then back (an API server restart, a network blip): the case
+    # ends without a verdict at 30 s unanswered, and its cleanup gets through once it is back
+    drop = " ".join(DROP_API)
+    fault = (
+        f"docker exec {CONTROL_PLANE} iptables -w -I {drop} && sleep {API_DOWN_S} && "
+        f"docker exec {CONTROL_PLANE} iptables -w -D {drop}"
+    )
     try:
         code, text = _child(
             pytester,
@@ -180,6 +190,18 @@ def test_the_api_server_unreachable_mid_case_is_an_infrastructure_error(pytester
     data = json.loads(report.read_text())
     assert data["verdict"] == "incomplete", data["verdict"]
     assert [e["case"] for e in data["infrastructure_errors"]] == ["pod-delete-short-go-shutdown"]
+    assert "left behind" not in text, text
+    assert _live_case_namespaces() == [], "the case's namespace was not deleted"
+
+
+def _live_case_namespaces() -> list[str]:
+    """Namespaces a run made (labelled) that are not being deleted."""
+    api = config.new_client_from_config(context=f"kind-{CLUSTER}")
+    try:
+        spaces = client.CoreV1Api(api).list_namespace(label_selector=RUN_LABEL).items
+    finally:
+        api.close()
+    return [n.metadata.name for n in spaces if n.metadata.deletion_timestamp is None]
 
 
 def test_the_kind_node_under_the_pod_stopped_is_an_infrastructure_error(pytester, tmp_path):
@@ -204,3 +226,4 @@ def test_the_kind_node_under_the_pod_stopped_is_an_infrastructure_error(pytester
     data = json.loads(report.read_text())
     assert data["verdict"] == "incomplete", data["verdict"]
     assert data["scenarios"] == []  # no verdict: the case is not among them
+    assert _live_case_namespaces() == [], "the case's namespace was not deleted"

@@ -58,6 +58,11 @@ PROGRESS_EVERY_S = 15.0
 #: ends the call with a ClusterError instead of hanging the run (the client's default is
 #: no timeout at all). Log follows and watches set their own, longer read bounds.
 REQUEST_TIMEOUT = (10.0, 60.0)
+#: Deleting what a case made: an unreachable API server is asked again this long, each
+#: ask bounded (connect, read), before the namespace is reported left behind.
+CLEANUP_RETRY_S = 60.0
+CLEANUP_INTERVAL_S = 3.0
+CLEANUP_TIMEOUT = (5.0, 20.0)
 #: What an API call raises when the infrastructure (not our request) is the problem.
 API_ERRORS = (ApiException, Urllib3Error, OSError)
 _CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -746,18 +751,29 @@ class Namespaces:
     def delete(self, name: str) -> None:
         """Start deleting ``name`` (namespace controller finishes it); gone is fine.
 
-        Cleanup: an API error is ignored, but an unreachable API server is a ClusterError
-        (the namespace stays behind and the message says where).
+        Cleanup: an API error is ignored; an unreachable API server is asked again for
+        CLEANUP_RETRY_S (it may be back after a restart or a network blip that ended the
+        case), then it is a ClusterError (the namespace stays behind, the message says where).
         """
-        try:
+
+        def once() -> None:
             with (
                 shielded(),  # a signal cannot cut the call after the name is dropped below
-                api_call(f"delete namespace {name}", self.api),
                 contextlib.suppress(ApiException),
             ):
                 self.core.delete_namespace(
-                    name, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+                    name, propagation_policy="Background", _request_timeout=CLEANUP_TIMEOUT
                 )
+
+        asking = retry(
+            retry=retry_if_exception_type((Urllib3Error, OSError)),
+            stop=stop_after_delay(CLEANUP_RETRY_S),
+            wait=wait_fixed(CLEANUP_INTERVAL_S),
+            reraise=True,
+        )(once)
+        try:
+            with api_call(f"delete namespace {name}", self.api):
+                asking()
         finally:
             if name in self.created:
                 self.created.remove(name)
