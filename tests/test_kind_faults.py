@@ -16,20 +16,17 @@ they skip saying so. Each runs the conformance plugin in a child pytest on
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
-import docker
+import bad_images
 import pytest
 from kubernetes import client, config
 
-from pytest_knative_drain.images import BASE_IMAGE
 from pytest_knative_drain.platforms.cluster import RUN_LABEL
 
 CLUSTER = os.environ.get("KNATIVE_DRAIN_KIND_CLUSTER", "knative-drain")
@@ -93,10 +90,7 @@ INNER = """
             stop.set()
 """
 
-DOCKERFILES = {
-    "exits": 'CMD ["sh", "-c", "echo the app is going away >&2; exit 3"]',
-    "wrong-body": 'CMD ["python3", "-m", "http.server", "8080"]',
-}
+DOCKERFILES = {"exits": bad_images.EXITS, "wrong-body": bad_images.WRONG_BODY}
 
 
 def _child(pytester, args: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, str]:
@@ -120,21 +114,14 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def images():
-    engine = docker.from_env()
-    repo = f"dev.local/knative-drain-test-{uuid.uuid4().hex[:6]}"
-    built = {}
-    try:
-        for name, line in DOCKERFILES.items():
-            dockerfile = f"FROM {BASE_IMAGE}\n{line}\n".encode()
-            engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{name}", rm=True)
-            built[name] = f"{repo}:{name}"
-        yield built
-    finally:
-        for tag in built.values():
-            engine.images.remove(tag, force=True)
-            for node in _docker("ps", "--format", "{{.Names}}").stdout.split():
-                if node.startswith(f"{CLUSTER}-"):  # what kind load put in the node
-                    _docker("exec", node, "crictl", "rmi", tag, check=False)
+    with bad_images.built("dev.local/knative-drain-test", DOCKERFILES) as tags:
+        try:
+            yield tags
+        finally:
+            for tag in tags.values():
+                for node in _docker("ps", "--format", "{{.Names}}").stdout.split():
+                    if node.startswith(f"{CLUSTER}-"):  # what kind load put in the node
+                        _docker("exec", node, "crictl", "rmi", tag, check=False)
 
 
 @pytest.mark.parametrize(

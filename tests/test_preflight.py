@@ -8,11 +8,10 @@ no test run, and no container left.
 
 from __future__ import annotations
 
-import io
 import sys
 import textwrap
-import uuid
 
+import bad_images
 import docker
 import pytest
 
@@ -21,8 +20,8 @@ from pytest_knative_drain.images import BASE_IMAGE
 pytestmark = pytest.mark.slow
 
 DOCKERFILES = {
-    "exits": 'CMD ["sh", "-c", "echo the app is going away >&2; exit 3"]',
-    "wrong-body": 'CMD ["python3", "-m", "http.server", "8080"]',
+    "exits": bad_images.EXITS,
+    "wrong-body": bad_images.WRONG_BODY,
     "no-cmd": "LABEL knative-drain.test=no-command",  # the base image has no CMD
     # serves GET /?sleep=<ms> and nothing else: every path gets "slept 0 ms on x"
     "no-stream": "\n".join(
@@ -50,22 +49,12 @@ INNER = """
 
 @pytest.fixture(scope="module")
 def images():
-    client = docker.from_env()
     try:
-        client.images.get(BASE_IMAGE)
+        docker.from_env().images.get(BASE_IMAGE)
     except docker.errors.DockerException as exc:
         pytest.skip(f"no {BASE_IMAGE} to build the test images from: {exc}")
-    repo = f"knative-drain-test/preflight-{uuid.uuid4().hex[:6]}"
-    built = {}
-    try:
-        for name, line in DOCKERFILES.items():
-            dockerfile = f"FROM {BASE_IMAGE}\n{line}\n".encode()
-            client.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repo}:{name}", rm=True)
-            built[name] = f"{repo}:{name}"
-        yield {**built, "missing": f"{repo}:missing"}
-    finally:
-        for tag in built.values():
-            client.images.remove(tag, force=True)
+    with bad_images.built("knative-drain-test/preflight", DOCKERFILES) as tags:
+        yield {**tags, "missing": f"{tags['exits'].rsplit(':', 1)[0]}:missing"}
 
 
 @pytest.mark.parametrize(
