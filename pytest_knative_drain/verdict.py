@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .records import RequestRecord
@@ -154,6 +154,11 @@ HINTS = {
         "at the end of the grace period (with responseStartTimeoutSeconds: Knative "
         "1.7-1.18, knative/serving#15352, fixed by #15899 in 1.19.0)"
     ),
+    "exits_together": (
+        "queue-proxy and the app ended in the same pod status update (kubelet reports them "
+        "together, to the second): which of the two cut the session cannot be told here; "
+        "--platform=local orders them to the millisecond"
+    ),
     "ws_handshake_refused": (
         "the websocket upgrade was not answered with 101: the app or a proxy in front "
         "refused it (shutting down, gone, or not a websocket route)"
@@ -249,6 +254,9 @@ _CUT_WITHOUT_ANSWER = frozenset({"empty_reply", "reset"})
 # frame. Read against the timeline like the cuts above, and put down to the app when its
 # container had just ended (queue-proxy only passed the cut on).
 _LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
+# Two container exits this close were seen in one observation (one pod status update on a
+# cluster); the local platform stamps each exit with Docker's own FinishedAt (nanoseconds).
+_SAME_REPORT_S = 0.005
 
 
 def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = _BEFORE_S) -> Any:
@@ -269,6 +277,10 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
     """
     j = judge(record)
     long_cut = j.cls in _LONG_CUTS or (record.kind == "websocket" and j.cls == "reset")
+    if long_cut and j.signature == "ingress" and _envoy_guess(record):
+        # a 2xx cut mid-body through Envoy: its Server header names nobody; read the timeline
+        found = diagnose(replace(record, server=None), events)
+        return found if found.signature != "unknown" else j
     if j.cls == "truncated" and j.signature == "unknown":
         # queue-proxy's Shutdown waits for a stream (not for a websocket): when the app
         # ended around the cut, the app cut it, whichever exit Docker reported first
@@ -277,6 +289,9 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
         if app_exit is not None:
             return Judgement(j.cls, "queue-proxy", HINTS["app_cut_stream"], app_exit)
     if (j.cls in _CUT_WITHOUT_ANSWER or long_cut) and j.signature == "unknown":
+        together = _exits_reported_together(record, events)
+        if together is not None and record.kind == "websocket":
+            return Judgement(j.cls, "unknown", HINTS["exits_together"], together)
         qp_exit = _queue_proxy_left_first(record, events)
         if qp_exit is not None:
             hint = HINTS["qp_exited_ws" if record.kind == "websocket" else "qp_exited"]
@@ -329,7 +344,8 @@ def explaining_event(j: Judgement, record: RequestRecord, events: Sequence[Any] 
 
 
 def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any:
-    """queue-proxy's own exit (not a SIGKILL) around the cut, with the app still running."""
+    """queue-proxy's own exit (not a SIGKILL) around the cut, with the app still running
+    (an app exit reported in the same pod status as queue-proxy's does not count as later)."""
     end = record.finished_mono
     if end is None:
         return None
@@ -340,8 +356,32 @@ def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any
         and -_BEFORE_S <= e.mono - end <= _AFTER_S
         and "SIGKILL" not in getattr(e, "detail", "")
     ]
-    app_gone = any(e.name == "user-container exited" and e.mono <= end for e in events)
-    return qp_exit[0] if qp_exit and not app_gone else None
+    if not qp_exit:
+        return None
+    app_exits = [e.mono for e in events if e.name == "user-container exited"]
+    app_gone = any(m <= end or abs(m - qp_exit[0].mono) <= _SAME_REPORT_S for m in app_exits)
+    return None if app_gone else qp_exit[0]
+
+
+def _exits_reported_together(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """queue-proxy's and the app's exits around the cut, seen in one pod status update (a
+    cluster: kubelet reports container ends together, finishedAt to the second): which of
+    the two cut the connection cannot be told. The app's exit event, or None."""
+    end = record.finished_mono
+    if end is None:
+        return None
+    near = [e for e in events if -_BEFORE_S <= e.mono - end <= _AFTER_S]
+    qp = [e.mono for e in near if e.name == "queue-proxy exited"]
+    app = [e for e in near if e.name == "user-container exited"]
+    for e in app:
+        if any(abs(e.mono - m) <= _SAME_REPORT_S for m in qp):
+            return e
+    return None
+
+
+def _envoy_guess(record: RequestRecord) -> bool:
+    """The signature rests only on ``server: envoy`` (a 2xx answer names no component)."""
+    return record.status is not None and 200 <= record.status < 300 and _is_envoy(record.server)
 
 
 def record_verdict(

@@ -184,13 +184,15 @@ def test_pod_target_timeline_delete_grace_and_wait_gone(knative_core, api) -> No
         "user-container running",
         "delete",
         "deletionTimestamp set",
-        "user-container terminated",
-        "queue-proxy terminated",
+        "user-container exited",
+        "queue-proxy exited",
         "gone",
     ):
         assert expected in names, (expected, names)
-    assert names.index("deletionTimestamp set") < names.index("user-container terminated")
-    assert names.index("user-container terminated") < names.index("gone")
+    assert names.index("deletionTimestamp set") < names.index("user-container exited")
+    assert names.index("user-container exited") < names.index("gone")
+    killed = next(e for e in target.events if e.name == "user-container exited")
+    assert killed.detail.startswith("exit code 137 (Error) after SIGKILL"), killed.detail
     mono = [e.mono for e in target.events]
     assert mono == sorted(mono)
     assert "events" in target.logs and "(no log" in target.logs["user-container"]

@@ -74,3 +74,49 @@ def test_summary_counts_the_diagnosed_signature() -> None:
     assert verdict.summarize(records, events=TIMELINE).signatures == {"queue-proxy": 2}
     table = verdict.failure_table(records, events=TIMELINE)
     assert table[0]["count"] == 2 and table[0]["signature"] == "queue-proxy"
+
+
+# -- a cluster's timeline: kubelet reports container ends in one pod status update ---------
+CLUSTER_END = [
+    ev("delete", 2.0),
+    ev("not ready", 25.0, "pod condition Ready"),
+    ev("queue-proxy exited", 32.7, "exit code 0 (Completed), finishedAt 00:16:33"),
+    ev("user-container exited", 32.7 + 2e-6, "exit code 0 (Completed), finishedAt 00:16:33"),
+]
+
+
+def stream_cut_through_envoy(at: float) -> RequestRecord:
+    """A 2xx stream cut mid-body, seen through Kourier (Envoy writes ``server: envoy``)."""
+    return RequestRecord(
+        id=1, batch="streams", url="http://x/stream", sent_mono=T0, finished_mono=T0 + at,
+        status=200, body_ok=False, error="truncated", server="envoy",
+    )  # fmt: skip
+
+
+def test_a_stream_cut_through_envoy_is_read_against_the_timeline() -> None:
+    """Envoy's Server header names nobody on a 2xx answer: the app's exit at the cut does
+    (queue-proxy waits for streams, so the app cut it and queue-proxy passed it on)."""
+    j = verdict.diagnose(stream_cut_through_envoy(32.3), CLUSTER_END)
+    assert (j.cls, j.signature, j.hint) == (
+        "truncated",
+        "queue-proxy",
+        verdict.HINTS["app_cut_stream"],
+    )
+    assert j.event.name == "user-container exited"
+    alone = verdict.diagnose(stream_cut_through_envoy(90.0), CLUSTER_END)  # nothing near
+    assert (alone.signature, alone.hint) == ("ingress", verdict.HINTS["truncated"])
+
+
+def test_exits_in_one_status_update_do_not_say_who_cut() -> None:
+    """A websocket cut with both ends reported together is not pinned on queue-proxy (nor on
+    the app); an HTTP cut is not queue-proxy's 'exited first' either."""
+    ws = RequestRecord(
+        id=1, batch="ws", url="ws://x/ws", sent_mono=T0, finished_mono=T0 + 33.0,
+        error="ws_abnormal_close", kind="websocket",
+    )  # fmt: skip
+    j = verdict.diagnose(ws, CLUSTER_END)
+    assert (j.signature, j.hint) == ("unknown", verdict.HINTS["exits_together"])
+    assert j.event.name == "user-container exited"
+    assert verdict.diagnose(cut(32.5), CLUSTER_END).signature == "unknown"
+    # the same cut on the local platform's timeline (exits 0.1 s apart) is queue-proxy's
+    assert verdict.diagnose(cut(32.0), TIMELINE).signature == "queue-proxy"

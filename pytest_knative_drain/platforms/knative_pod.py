@@ -115,9 +115,14 @@ def _container_states(pod: k8s.V1Pod) -> dict[str, tuple[str, str, bool]]:
         if state is None:
             continue
         if state.terminated is not None:
+            # "exited", as on --platform=local: the verdict reads both timelines alike
             t = state.terminated
             detail = f"exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
-            out[status.name] = ("terminated", detail, bool(status.ready))
+            if t.exit_code == SIGKILL_EXIT and t.reason != "OOMKilled":
+                detail += " after SIGKILL"
+            if t.finished_at is not None:
+                detail += f", finishedAt {t.finished_at:%H:%M:%S}"
+            out[status.name] = ("exited", detail, bool(status.ready))
         elif state.running is not None:
             out[status.name] = ("running", "", bool(status.ready))
         elif state.waiting is not None:
@@ -154,7 +159,7 @@ def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[
     before = _container_states(old) if old is not None else {}
     for name, (state, detail, ready) in sorted(_container_states(new).items()):
         prev = before.get(name)
-        if prev is None or prev[0] != state or (state == "terminated" and prev[1] != detail):
+        if prev is None or prev[0] != state or (state == "exited" and prev[1] != detail):
             changes.append((f"{name} {state}", detail))
         if prev is not None and prev[2] != ready:
             changes.append((f"{name} {'ready' if ready else 'not ready'}", ""))
@@ -801,7 +806,7 @@ class KnativePod:
                 e.name.rsplit(" ", 1)[0]
                 for e in events
                 if e.pod in names
-                and e.name.endswith(" terminated")
+                and e.name.endswith(" exited")
                 and e.detail.startswith(f"exit code {SIGKILL_EXIT}")
             }
         )
