@@ -67,6 +67,7 @@ INNER = """
         pods = core.list_pod_for_all_namespaces(label_selector="serving.knative.dev/service")
         return [(p.metadata.namespace, p.spec.node_name) for p in pods.items
                 if p.metadata.namespace.startswith("drain-")
+                and p.metadata.deletion_timestamp is None  # an earlier run's, going away
                 and any(c.type == "Ready" and c.status == "True"
                         for c in (p.status.conditions or []))]
 
@@ -75,6 +76,7 @@ INNER = """
         # From collection on: the plugin runs its cases on its own threads from session
         # start. The first pod Ready is the contract preflight's; the next is the case's.
         core = client.CoreV1Api(config.new_client_from_config(context=os.environ["KIND_CONTEXT"]))
+        earlier = {namespace for namespace, _ in ready_namespaces(core)}  # not this run's
         preflight = None
         while True:
             try:
@@ -83,6 +85,8 @@ INNER = """
                 print(f"fault thread: {exc}", flush=True)
                 ready = []
             for namespace, node in ready:
+                if namespace in earlier:
+                    continue
                 preflight = preflight or namespace
                 if namespace != preflight:
                     time.sleep(float(os.environ["FAULT_AFTER_S"]))
