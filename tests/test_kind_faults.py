@@ -214,6 +214,8 @@ def _live_case_namespaces() -> list[str]:
 def test_the_kind_node_under_the_pod_stopped_is_an_infrastructure_error(pytester, tmp_path):
     report = tmp_path / "run.json"
     nodes_before = _docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    if f"{CLUSTER}-worker" not in nodes_before:  # the pod would be on the control plane
+        pytest.skip(f"{CLUSTER} has no worker node (scripts/kind-e2e's selection makes two)")
     try:
         code, text = _child(
             pytester,
