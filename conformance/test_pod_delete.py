@@ -2,7 +2,7 @@
 
 Every app is judged on every scenario; the fixture apps that mishandle SIGTERM
 are negative controls and must be caught, and so must a drain-clean app under a
-broken Knative config (see pytest_knative_drain.scenarios).
+broken Knative config (see pytest_knative_drain.matrix.scenarios).
 
 Markers on every case: ``drain_scenario(name)`` and ``drain_config(name)`` (so
 ``-k pod_delete_long`` works besides ``-k pod-delete-long``); ``slow`` marks

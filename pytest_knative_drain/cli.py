@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import catalog
+from .knative import catalog
 
 
 def _release(
@@ -26,7 +26,7 @@ def _release(
 
 
 def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import kind_plan
+    from .knative import kind_plan
 
     release = _release(parser, args.knative_version, "kind")
     try:
@@ -44,7 +44,8 @@ def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import load, verdict
+    from .load import engine as load
+    from .run import verdict
 
     if not args.url.startswith("http://"):
         parser.error(f"URL {args.url!r}: only http:// URLs are accepted")
@@ -78,7 +79,7 @@ def cmd_load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _print_summary(summary: object, records: list) -> None:
-    from . import verdict
+    from .run import verdict
 
     assert isinstance(summary, verdict.Summary)
     skew = f"{summary.start_skew_s * 1000:.1f} ms" if summary.start_skew_s is not None else "-"
@@ -103,8 +104,8 @@ def _print_summary(summary: object, records: list) -> None:
 def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.platform not in ("local", "kind"):
         parser.error(f"--platform={args.platform}: provision supports: local, kind")
+    from .matrix.scenarios import APPS
     from .platforms.local import LocalPlatform
-    from .scenarios import APPS
 
     release = _release(parser, args.knative_version, args.platform)
     if args.platform == "kind":
@@ -114,7 +115,7 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
     from .builders.gomod import GoBuildError
     from .builders.rootfs import ImagesError
-    from .docker_engine import DockerEngineError
+    from .host.docker_engine import DockerEngineError
 
     started = time.monotonic()
     try:
@@ -134,7 +135,7 @@ def _provision_kind(release: catalog.Release) -> int:
     from .builders.gomod import GoBuildError
     from .builders.rootfs import ImagesError
     from .builders.stack import build_kind_stack
-    from .privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
+    from .host.privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
 
     started = time.monotonic()
     try:
@@ -154,7 +155,7 @@ def _provision_kind(release: catalog.Release) -> int:
 
 def cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Remove what kept or interrupted runs left: kind clusters, containers, namespaces."""
-    from .cleanup import cleanup
+    from .platforms.cleanup import cleanup
 
     removed = cleanup(cluster_prefix=args.cluster_prefix, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
@@ -166,8 +167,8 @@ def cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 def cmd_push_apps(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build the fixture apps and push them where an existing cluster pulls from."""
-    from . import images
-    from .scenarios import APPS
+    from .builders import images
+    from .matrix.scenarios import APPS
 
     unknown = [a for a in args.apps or [] if a not in APPS]
     if unknown:

@@ -13,12 +13,21 @@ from typing import Any
 
 import pytest
 
-from . import plugin, scheduler
+from . import plugin
+from .evidence.report import one_line
+from .matrix.scenarios import (
+    APPS,
+    CONFIGS,
+    DEFAULT_CONFIG,
+    SCENARIOS,
+    TRIGGERS,
+    Case,
+    FixtureApp,
+)
 from .options import CLUSTER_CONCURRENCY, DrainOptions
 from .platforms.pod import InfrastructureError
-from .report import one_line
-from .runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
-from .scenarios import APPS, CONFIGS, DEFAULT_CONFIG, SCENARIOS, TRIGGERS, Case, FixtureApp
+from .run import scheduler
+from .run.runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,8 +48,8 @@ def drain_options(pytestconfig: pytest.Config) -> DrainOptions:
 
 def _infrastructure_errors() -> tuple[type[Exception], ...]:
     """What the platforms raise when Docker, kind or the cluster cannot do their part."""
-    from .docker_engine import DockerEngineError
-    from .images import ImagesError
+    from .builders.images import ImagesError
+    from .host.docker_engine import DockerEngineError
     from .platforms.cluster import ClusterError
     from .platforms.local import LocalPlatformError
 
@@ -49,7 +58,7 @@ def _infrastructure_errors() -> tuple[type[Exception], ...]:
 
 def _registry_images(options: DrainOptions) -> dict[str, str]:
     """Where the cluster pulls the fixture apps (``--app-registry``), if it can."""
-    from .images import cluster_app_refs
+    from .builders.images import cluster_app_refs
 
     return cluster_app_refs(options.app_registry, list(APPS)) if options.app_registry else {}
 
@@ -176,7 +185,7 @@ def _drain_preflight(
     Docker, the cluster, its ingress) or a fixture app's. The streaming and websocket
     endpoints are asked too when a selected case uses them.
     """
-    from .preflight import check_cluster, check_local, session_line
+    from .run.preflight import check_cluster, check_local, session_line
 
     config = request.config
     custom = drain_options.app_image is not None

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import catalog
+from .knative import catalog
 
 PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
@@ -217,7 +217,7 @@ def _registry(config: pytest.Config, platform: str) -> str | None:
     value = _raw(config, "app_registry")
     if value is None:
         return None
-    from .images import ImagesError, check_registry
+    from .builders.images import ImagesError, check_registry
 
     if platform != "existing":
         raise pytest.UsageError(
@@ -256,7 +256,7 @@ def _manifests_dir(config: pytest.Config) -> Path | None:
     value = _raw(config, "knative_manifests_dir")
     if value is None:
         return None
-    from .manifests import MANIFESTS
+    from .knative.manifests import MANIFESTS
 
     path = Path(str(value)).expanduser()
     needed = ", ".join(f"{name}.yaml" for name in MANIFESTS)

@@ -8,12 +8,13 @@ from functools import partial
 
 import pytest
 
-from . import allure_evidence, internal_tls, known_failures
 from . import options as opts
+from .evidence import allure as allure_evidence
+from .evidence.report import DrainReport, one_line, write_atomic
 from .interrupts import SignalGuard, install_signal_guard
-from .report import DrainReport, one_line, write_atomic
-from .runner import ScenarioResult
-from .scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
+from .knative import internal_tls, known_failures
+from .matrix.scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
+from .run.runner import ScenarioResult
 
 OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()
 REPORT_KEY = pytest.StashKey[DrainReport]()
@@ -55,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "drain_known_failure(id): a drain-clean app is known to fail this case on this Knative "
-        "release (pytest_knative_drain.known_failures); the case is xfail(strict=True)",
+        "release (pytest_knative_drain.knative.known_failures); the case is xfail(strict=True)",
     )
     config.addinivalue_line(
         "markers", "slow: needs Docker images, or a scenario whose requests outlive 30 s"

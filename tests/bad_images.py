@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import docker
 
-from pytest_knative_drain.images import BASE_IMAGE
+from pytest_knative_drain.builders.images import BASE_IMAGE
 
 #: name -> the Dockerfile line(s) after ``FROM`` the base image
 EXITS = 'CMD ["sh", "-c", "echo the app is going away >&2; exit 3"]'

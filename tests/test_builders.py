@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from pytest_knative_drain import runc_bounded_caps
 from pytest_knative_drain.builders import gomod, knative, kourier, kubernetes, node_image
 from pytest_knative_drain.builders.rootfs import ImagesError
+from pytest_knative_drain.host import runc_bounded_caps
 from pytest_knative_drain.platforms.kind_cluster import cni_config
 
 STATUS = "Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffeffffff\n"
@@ -60,9 +60,9 @@ def test_shim_filters_create_and_exec_specs(tmp_path) -> None:
 
 def test_privileged_container_starts_on_this_host() -> None:
     """The host fix for real: kind's nodes are privileged containers."""
-    from pytest_knative_drain.docker_engine import engine_answers
-    from pytest_knative_drain.images import BASE_IMAGE
-    from pytest_knative_drain.privileged_runtime import ensure_privileged_runtime
+    from pytest_knative_drain.builders.images import BASE_IMAGE
+    from pytest_knative_drain.host.docker_engine import engine_answers
+    from pytest_knative_drain.host.privileged_runtime import ensure_privileged_runtime
 
     if not engine_answers():
         pytest.skip("no Docker engine")

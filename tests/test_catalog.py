@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from pytest_knative_drain import catalog
-from pytest_knative_drain.catalog import CatalogError, Release
+from pytest_knative_drain.knative import catalog
+from pytest_knative_drain.knative.catalog import CatalogError, Release
 
 # Anchors from the facts sheet (§5 table), re-read from the git tags on 2026-11-24.
 NEWEST_PATCH = {

@@ -12,13 +12,13 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from pytest_knative_drain import catalog
+from pytest_knative_drain.evidence.report import DrainReport
+from pytest_knative_drain.knative import catalog
+from pytest_knative_drain.matrix.scenarios import SCENARIOS, KnativeConfig
 from pytest_knative_drain.options import DrainOptions
 from pytest_knative_drain.platforms import cluster
 from pytest_knative_drain.platforms.cluster import ClusterError
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
-from pytest_knative_drain.report import DrainReport
-from pytest_knative_drain.scenarios import SCENARIOS, KnativeConfig
 
 # A config that changes a ConfigMap of its own, so other tests' ConfigMaps stay untouched.
 CONFIG_900 = KnativeConfig(

@@ -25,7 +25,8 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from pytest_knative_drain import images
+from pytest_knative_drain.builders import images
+from pytest_knative_drain.matrix.scenarios import CONFIGS, SCENARIOS, TRIGGERS
 from pytest_knative_drain.platforms import cluster_triggers as ct
 from pytest_knative_drain.platforms.cluster import (
     Applier,
@@ -37,7 +38,6 @@ from pytest_knative_drain.platforms.cluster import (
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
 from pytest_knative_drain.platforms.knative_config import KnativeConfigPatch, patch_for
 from pytest_knative_drain.platforms.knative_pod import KnativePod
-from pytest_knative_drain.scenarios import CONFIGS, SCENARIOS, TRIGGERS
 
 kube, api, serving_src, caching_src, knative_core = (
     base.kube, base.api, base.serving_src, base.caching_src, base.knative_core

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conformance_cmd import conformance_cmd
 
-from pytest_knative_drain import verdict
+from pytest_knative_drain.run import verdict
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,9 @@ thing (queue-proxy 1.7.0 exiting under a draining app) is tests/test_known_failu
 
 from __future__ import annotations
 
-from pytest_knative_drain import verdict
+from pytest_knative_drain.load.records import RequestRecord
 from pytest_knative_drain.platforms.pod import PodEvent
-from pytest_knative_drain.records import RequestRecord
+from pytest_knative_drain.run import verdict
 
 T0 = 1000.0
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from pytest_knative_drain import docker_engine
-from pytest_knative_drain.docker_engine import DockerEngineError, ensure_engine
+from pytest_knative_drain.host import docker_engine
+from pytest_knative_drain.host.docker_engine import DockerEngineError, ensure_engine
 
 
 def test_a_docker_host_that_does_not_answer_is_a_clear_error(monkeypatch, tmp_path):

@@ -19,9 +19,9 @@ import matplotlib.collections  # noqa: F401
 import matplotlib.figure  # noqa: F401
 import pytest
 
-from pytest_knative_drain import catalog
-from pytest_knative_drain.allure_evidence import CATEGORIES
-from pytest_knative_drain.scenarios import APPS, cases, families
+from pytest_knative_drain.evidence.allure import CATEGORIES
+from pytest_knative_drain.knative import catalog
+from pytest_knative_drain.matrix.scenarios import APPS, cases, families
 
 # The inner sessions run in this process; pytester drops modules first imported there, and
 # numpy refuses a second import. Importing matplotlib here keeps it loaded across sessions.
@@ -36,7 +36,7 @@ sys.path.insert(0, {str(TESTS)!r})
 import pytest
 from test_report import make_result
 from pytest_knative_drain import plugin
-from pytest_knative_drain.runner import expectation_problem
+from pytest_knative_drain.run.runner import expectation_problem
 
 
 @pytest.fixture

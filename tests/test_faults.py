@@ -28,7 +28,7 @@ import docker
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from pytest_knative_drain import catalog
+from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.platforms.local import LABEL, LocalPlatform, LocalPod, RevisionSpec
 from pytest_knative_drain.platforms.pod import InfrastructureError
 

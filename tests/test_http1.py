@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_knative_drain.http1 import (
+from pytest_knative_drain.load.http1 import (
     CLOSE,
     LENGTH,
     ProtocolError,
@@ -12,7 +12,7 @@ from pytest_knative_drain.http1 import (
     parse_url,
     request_bytes,
 )
-from pytest_knative_drain.records import RequestRecord
+from pytest_knative_drain.load.records import RequestRecord
 
 
 def _fed(wire: bytes, step: int) -> tuple[ResponseParser, RequestRecord, bool]:

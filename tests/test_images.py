@@ -21,8 +21,9 @@ import pytest
 from docker.models.containers import Container
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from pytest_knative_drain import docker_engine, images
-from pytest_knative_drain.images import ImagesError
+from pytest_knative_drain.builders import images
+from pytest_knative_drain.builders.images import ImagesError
+from pytest_knative_drain.host import docker_engine
 
 SERVING_VERSION = "1.14.2"
 GO_MODULE_VERSION = "v0.41.2"

@@ -14,11 +14,12 @@ import pytest
 from conformance_cmd import conformance_cmd
 from misbehaving_servers import LoopbackServer
 
-from pytest_knative_drain import catalog, internal_tls, verdict
-from pytest_knative_drain.load import Batch, run_batch, run_schedule_sync
+from pytest_knative_drain.knative import catalog, internal_tls
+from pytest_knative_drain.load.engine import Batch, run_batch, run_schedule_sync
+from pytest_knative_drain.load.tls_socket import ClientTLS
+from pytest_knative_drain.matrix.scenarios import CONFIGS, SCENARIOS
 from pytest_knative_drain.platforms.local import LABEL, LocalPlatform
-from pytest_knative_drain.scenarios import CONFIGS, SCENARIOS
-from pytest_knative_drain.tls_socket import ClientTLS
+from pytest_knative_drain.run import verdict
 
 NAMESPACE = "knative-drain"
 ROOT = Path(__file__).resolve().parent.parent

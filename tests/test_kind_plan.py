@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_knative_drain import catalog, kind_plan
-from pytest_knative_drain.kind_plan import KindPlanError, Step
+from pytest_knative_drain.knative import catalog, kind_plan
+from pytest_knative_drain.knative.kind_plan import KindPlanError, Step
 
 ORDER = [
     "preflight",

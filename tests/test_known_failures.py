@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conformance_cmd import conformance_cmd
 
-from pytest_knative_drain import known_failures
-from pytest_knative_drain.known_failures import KNOWN_FAILURES, known_failure
+from pytest_knative_drain.knative import known_failures
+from pytest_knative_drain.knative.known_failures import KNOWN_FAILURES, known_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 QP_BUG = "queue-proxy-exits-before-in-flight"

@@ -12,14 +12,14 @@ import time
 import pytest
 from misbehaving_servers import LoopbackServer, refused_url
 
-from pytest_knative_drain import verdict
-from pytest_knative_drain.load import (
+from pytest_knative_drain.load.engine import (
     Batch,
     Event,
     run_batch,
     run_schedule_sync,
 )
-from pytest_knative_drain.records import BODY_LIMIT, RequestRecord
+from pytest_knative_drain.load.records import BODY_LIMIT, RequestRecord
+from pytest_knative_drain.run import verdict
 
 
 def _ordered(rec: RequestRecord) -> None:

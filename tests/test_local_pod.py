@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from misbehaving_servers import LoopbackServer
 
-from pytest_knative_drain import catalog
+from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.platforms.local import (
     LABEL,
     QUEUE_ADMIN_PORT,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_knative_drain import catalog, manifests
+from pytest_knative_drain.knative import catalog, manifests
 
 RELEASE = catalog.resolve("1.14.2")
 

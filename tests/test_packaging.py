@@ -28,7 +28,7 @@ from xml.etree import ElementTree
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pytest_knative_drain.docker_engine import docker_client, state_dir
+from pytest_knative_drain.host.docker_engine import docker_client, state_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = "pytest_knative_drain.conformance"
@@ -155,7 +155,8 @@ def test_wheel_and_sdist_carry_the_suite_and_the_fixture_apps(installed: Install
 
 
 def test_installed_suite_collects_the_checkouts_cases(installed: Installed, tmp_path: Path) -> None:
-    probe = "import pytest_knative_drain.conformance as c, pytest_knative_drain.images as i\n"
+    probe = "import pytest_knative_drain.conformance as c\n"
+    probe += "import pytest_knative_drain.builders.images as i\n"
     probe += "print(c.__file__); print(i.apps_dir())"
     where = _run([installed.bin("python"), "-c", probe], cwd=tmp_path, env=installed.env())
     suite_file, apps = where.stdout.split()
@@ -213,9 +214,9 @@ def test_installed_suite_runs_a_case_from_outside_the_checkout(
 @pytest.mark.slow
 def test_installed_package_data_is_a_complete_build_context(installed: Installed) -> None:
     """The fixture apps as installed build an image on their own (a throwaway tag)."""
-    from pytest_knative_drain import images
+    from pytest_knative_drain.builders import images
 
-    probe = "import pytest_knative_drain.images as i; print(i.apps_dir())"
+    probe = "import pytest_knative_drain.builders.images as i; print(i.apps_dir())"
     apps = Path(
         _run(
             [installed.bin("python"), "-c", probe], cwd=installed.venv, env=installed.env()

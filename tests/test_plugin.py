@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_knative_drain import catalog
+from pytest_knative_drain.knative import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

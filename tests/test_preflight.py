@@ -15,7 +15,7 @@ import bad_images
 import docker
 import pytest
 
-from pytest_knative_drain.images import BASE_IMAGE
+from pytest_knative_drain.builders.images import BASE_IMAGE
 
 pytestmark = pytest.mark.slow
 

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from misbehaving_servers import LoopbackServer
 
-from pytest_knative_drain import catalog, load, verdict
-from pytest_knative_drain.allure_evidence import requests_document
+from pytest_knative_drain.evidence.allure import requests_document
+from pytest_knative_drain.evidence.report import DrainReport
+from pytest_knative_drain.evidence.timeline import render_timeline, timeline_data
+from pytest_knative_drain.knative import catalog
+from pytest_knative_drain.load import engine as load
+from pytest_knative_drain.matrix.scenarios import SCENARIOS
 from pytest_knative_drain.options import DrainOptions
 from pytest_knative_drain.platforms.pod import PodEvent
-from pytest_knative_drain.report import DrainReport
-from pytest_knative_drain.runner import ScenarioResult, judge_result
-from pytest_knative_drain.scenarios import SCENARIOS
-from pytest_knative_drain.timeline import render_timeline, timeline_data
+from pytest_knative_drain.run import verdict
+from pytest_knative_drain.run.runner import ScenarioResult, judge_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

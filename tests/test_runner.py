@@ -3,17 +3,8 @@
 import pytest
 from misbehaving_servers import LoopbackServer
 
-from pytest_knative_drain import verdict
-from pytest_knative_drain.platforms.cluster import ClusterError
-from pytest_knative_drain.records import RequestRecord
-from pytest_knative_drain.runner import (
-    ScenarioResult,
-    TriggerError,
-    expectation_problem,
-    judge_result,
-    run_scenario,
-)
-from pytest_knative_drain.scenarios import (
+from pytest_knative_drain.load.records import RequestRecord
+from pytest_knative_drain.matrix.scenarios import (
     APPS,
     CONFIGS,
     SCENARIOS,
@@ -22,6 +13,15 @@ from pytest_knative_drain.scenarios import (
     ScenarioPlan,
     cases,
     families,
+)
+from pytest_knative_drain.platforms.cluster import ClusterError
+from pytest_knative_drain.run import verdict
+from pytest_knative_drain.run.runner import (
+    ScenarioResult,
+    TriggerError,
+    expectation_problem,
+    judge_result,
+    run_scenario,
 )
 
 

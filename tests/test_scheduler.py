@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from pytest_knative_drain import scheduler
+from pytest_knative_drain.matrix.scenarios import APPS, CONFIGS, SCENARIOS, Case, cases, families
 from pytest_knative_drain.options import CLUSTER_CONCURRENCY
-from pytest_knative_drain.scenarios import APPS, CONFIGS, SCENARIOS, Case, cases, families
+from pytest_knative_drain.run import scheduler
 
 ALL = [c for f in families() for c in cases(f, list(APPS))]
 

@@ -15,9 +15,9 @@ import threading
 
 import pytest
 
-from pytest_knative_drain import verdict
-from pytest_knative_drain.load import Batch, run_schedule_sync
-from pytest_knative_drain.records import BODY_LIMIT, BODY_TAIL
+from pytest_knative_drain.load.engine import Batch, run_schedule_sync
+from pytest_knative_drain.load.records import BODY_LIMIT, BODY_TAIL
+from pytest_knative_drain.run import verdict
 
 END = "stream complete"
 _LINGER_0 = struct.pack("ii", 1, 0)

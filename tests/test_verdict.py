@@ -2,8 +2,8 @@
 
 import pytest
 
-from pytest_knative_drain.records import RequestRecord
-from pytest_knative_drain.verdict import check_slo, failure_table, judge, summarize
+from pytest_knative_drain.load.records import RequestRecord
+from pytest_knative_drain.run.verdict import check_slo, failure_table, judge, summarize
 
 
 def rec(i: int = 0, **kw: object) -> RequestRecord:

@@ -1,4 +1,4 @@
-"""The websocket load (ws_load.py) against real loopback websocket servers that misbehave.
+"""The websocket load (load/websocket.py) against real loopback websocket servers that misbehave.
 
 Each way a session can end is produced on a real socket by a ``websockets`` server: a
 close 1000 after echoing everything, a connection dropped without a close frame (1006),
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from pytest_knative_drain import verdict
-from pytest_knative_drain.load import Event
-from pytest_knative_drain.ws_load import Sessions, run_ws_schedule_sync
+from pytest_knative_drain.load.engine import Event
+from pytest_knative_drain.load.websocket import Sessions, run_ws_schedule_sync
+from pytest_knative_drain.run import verdict
 
 _LINGER_0 = struct.pack("ii", 1, 0)
 

@@ -1,4 +1,4 @@
-"""Builders for everything a kind cluster with Knative needs when no registry answers.
+"""Builders for every image the platforms run, made here when no registry answers.
 
 Each module makes one thing from the package registries this machine reaches (Debian's
 archive, the Go module proxy, PyPI) and caches it by a hash of its inputs:
@@ -10,6 +10,8 @@ archive, the Go module proxy, PyPI) and caches it by a hash of its inputs:
 - ``kind_cli``: the kind command.
 - ``knative``: Knative Serving's images and manifests for one release.
 - ``kourier``: Kourier's controller, an Envoy gateway and Kourier's manifest.
+- ``images``: the local platform's images (base, queue-proxy, fixture apps), and the
+  fixture apps tagged and pushed for a cluster.
 
-Importable and usable without pytest; ``knative-drain provision --platform=kind`` runs them.
+Importable and usable without pytest; ``knative-drain provision`` runs them.
 """

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..docker_engine import state_dir
+from ..host.docker_engine import state_dir
 from . import gomod
 
 MODULE = "github.com/rhysd/actionlint"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..docker_engine import state_dir
+from ..host.docker_engine import state_dir
 from . import gomod
 
 KIND_VERSION = "v0.24.0"  # the newest kind the module proxy serves here that we verified

@@ -25,7 +25,7 @@ from typing import Any
 import docker
 import yaml
 
-from ..docker_engine import state_dir
+from ..host.docker_engine import state_dir
 from . import gomod
 from .kubernetes import binary_image
 from .rootfs import ImageOutcome, ImagesError

@@ -25,7 +25,7 @@ from typing import Any
 
 import docker
 
-from ..docker_engine import state_dir
+from ..host.docker_engine import state_dir
 from . import gomod
 from .knative import config_files, resolve, write_manifest
 from .kubernetes import binary_image, ensure_runtime_base

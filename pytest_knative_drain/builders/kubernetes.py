@@ -23,7 +23,7 @@ from pathlib import Path
 
 import docker
 
-from ..docker_engine import state_dir
+from ..host.docker_engine import state_dir
 from . import gomod
 from .rootfs import (
     LABEL_INPUTS,

@@ -91,7 +91,7 @@ def kind_base_files(kind_version: str) -> Path:
 
 def build_crictl(progress: Progress = print) -> Path:
     """crictl from cri-tools' own module (vendored), cached."""
-    from ..docker_engine import state_dir
+    from ..host.docker_engine import state_dir
 
     module, version = CRI_TOOLS
     out = state_dir() / "bin" / f"crictl-{version}"

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..docker_engine import apt_install, state_dir
+from ..host.docker_engine import apt_install, state_dir
 
 SUITE = "bookworm"
 DEBOOTSTRAP_TIMEOUT_S = 1800

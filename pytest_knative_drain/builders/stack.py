@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..docker_engine import docker_client, ensure_engine
+from ..host.docker_engine import docker_client, ensure_engine
 from . import gomod, kind_cli, knative, kourier, kubernetes, node_image
 
 Progress = Callable[[str], None]

@@ -16,8 +16,8 @@ from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .. import internal_tls
-from ..scenarios import KnativeConfig, Scenario
+from ..knative import internal_tls
+from ..matrix.scenarios import KnativeConfig, Scenario
 from .cluster import (
     ClusterError,
     Progress,

@@ -23,10 +23,10 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .. import kind_plan
-from ..catalog import Release
-from ..docker_engine import state_dir
-from ..scenarios import KnativeConfig, Scenario
+from ..host.docker_engine import state_dir
+from ..knative import kind_plan
+from ..knative.catalog import Release
+from ..matrix.scenarios import KnativeConfig, Scenario
 from .cluster import (
     Applier,
     ClusterError,
@@ -103,7 +103,7 @@ def node_container_fault(node: str) -> str | None:
     Docker says it at once. None when it runs, or when Docker cannot say."""
     import docker.errors
 
-    from ..docker_engine import docker_client
+    from ..host.docker_engine import docker_client
 
     try:
         client = docker_client(timeout=10)
@@ -311,7 +311,7 @@ class KindPlatform(ServingPlatform):
 
     def install(self, sources: dict[str, Path], *, timeout_s: float = 600.0) -> None:
         """kind_plan's install steps with the kubernetes client (skipped if already there)."""
-        from .. import manifests
+        from ..knative import manifests
 
         have, _ = knative_serving_version(self.api)
         if have == self.release.version and _installed(self.api):
@@ -443,7 +443,7 @@ def _check_kept_cluster(
 
 
 def _privileged_runtime(progress: Progress) -> str | None:
-    from ..privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
+    from ..host.privileged_runtime import PrivilegedRuntimeError, ensure_privileged_runtime
 
     try:
         return ensure_privileged_runtime(progress)
@@ -477,7 +477,7 @@ def _stack_and_manifests(
 
 
 def _manifests(release: Release, manifests_dir: Path | None) -> dict[str, Path]:
-    from .. import manifests
+    from ..knative import manifests
 
     try:
         return {
@@ -493,7 +493,7 @@ def _manifests(release: Release, manifests_dir: Path | None) -> dict[str, Path]:
 
 def _fixture_images(apps: list[str] | None, progress: Progress) -> dict[str, str]:
     """Build the fixture app images (cached) and tag them under dev.local for kind."""
-    from .. import images
+    from ..builders import images
 
     client = images.docker_client()
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from ..scenarios import KnativeConfig, Scenario
+from ..matrix.scenarios import KnativeConfig, Scenario
 from .cluster import (
     FIELD_MANAGER,
     SERVING_NAMESPACE,

@@ -24,7 +24,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ..scenarios import Trigger
+from ..matrix.scenarios import Trigger
 from . import cluster_triggers
 from .cluster import (
     API_ERRORS,

@@ -44,9 +44,9 @@ from tenacity import (
     wait_fixed,
 )
 
-from .. import internal_tls, queue_env
-from ..catalog import Release
-from ..scenarios import KnativeConfig, Scenario, Trigger
+from ..knative import internal_tls, queue_env
+from ..knative.catalog import Release
+from ..matrix.scenarios import KnativeConfig, Scenario, Trigger
 from .pod import InfrastructureError, PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012
@@ -648,7 +648,8 @@ class LocalPlatform:
         progress: Callable[[str], None] = print,
     ) -> LocalPlatform:
         """Engine, base, queue-proxy and app images for ``release`` (cached), then the platform."""
-        from .. import images, manifests
+        from ..builders import images
+        from ..knative import manifests
 
         release_image, why = manifests.release_queue_proxy_image(release)
         progress(f"release queue-proxy image: {release_image or 'not known'} ({why})")

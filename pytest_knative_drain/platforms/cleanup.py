@@ -13,14 +13,14 @@ import contextlib
 import subprocess
 from pathlib import Path
 
-from .docker_engine import engine_answers, state_dir
-from .platforms.cluster import RUN_LABEL  # namespaces and containers of runs carry it
+from ..host.docker_engine import engine_answers, state_dir
+from .cluster import RUN_LABEL
 
 
 def _kind_binary() -> Path | None:
     import shutil
 
-    from .builders.kind_cli import KIND_VERSION
+    from ..builders.kind_cli import KIND_VERSION
 
     built = state_dir() / "bin" / f"kind-{KIND_VERSION}" / "kind"
     if built.is_file():

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tls_socket import ClientTLS
+from ..load.tls_socket import ClientTLS
 
 CONFIG = "internal-tls"  # the Knative configuration of the matrix (scenarios.CONFIGS)
 CERT_DIRECTORY = "/var/lib/knative/certs"  # queue.CertDirectory

@@ -21,17 +21,12 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
-from .platforms.cluster import ClusterError
-from .platforms.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIMEOUT_S
-from .platforms.knative_pod import ContainerStartError
-from .platforms.local import (
-    READY_TIMEOUT_S,
-    LocalPlatform,
-    LocalPlatformError,
-    PodStartError,
-)
-from .platforms.pod import InfrastructureError
-from .platforms.serving_platform import ServingPlatform
+from ..platforms.cluster import ClusterError
+from ..platforms.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIMEOUT_S
+from ..platforms.knative_pod import ContainerStartError
+from ..platforms.local import READY_TIMEOUT_S, LocalPlatform, LocalPlatformError, PodStartError
+from ..platforms.pod import InfrastructureError
+from ..platforms.serving_platform import ServingPlatform
 
 CONTRACT_PATH = "/?sleep=0"
 CONTRACT_BODY = "slept"  # what the runner's load engine expects in every answer (expect_body)

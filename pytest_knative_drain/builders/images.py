@@ -27,7 +27,8 @@ import docker
 import docker.errors
 from docker.models.images import Image
 
-from .builders.rootfs import (
+from ..host.docker_engine import DockerEngineInfo, docker_client, ensure_engine
+from .rootfs import (
     LABEL_INPUTS,
     LABEL_KIND,
     ImageOutcome,
@@ -37,8 +38,7 @@ from .builders.rootfs import (
     ensure_rootfs_image,
     inputs_hash,
 )
-from .builders.rootfs import outcome as _outcome
-from .docker_engine import DockerEngineInfo, docker_client, ensure_engine
+from .rootfs import outcome as _outcome
 
 __all__ = [
     "APP_REPO",
@@ -66,7 +66,7 @@ BASE_RECIPE = 1
 QUEUE_PROXY_RECIPE = 1
 APP_RECIPE = 1
 SHARED_SOURCES = "_src"  # fixtures/apps/_src: the code the app images share
-DEFAULT_APPS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "apps"
+DEFAULT_APPS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "apps"
 SERVING_MODULE = "knative.dev/serving"
 QUEUE_PROXY_DOCKERFILE = """\
 FROM scratch
@@ -189,7 +189,7 @@ def build_queue_binary(go_module_version: str, workdir: Path) -> tuple[Path, str
     the module is downloaded, copied out of the read-only module cache and built in place
     (module mode: the zip ships an empty vendor/modules.txt).
     """
-    from .builders import gomod
+    from . import gomod
 
     try:
         info = gomod.download(SERVING_MODULE, go_module_version)
@@ -238,7 +238,7 @@ def ensure_queue_proxy_image(
             )
             labels["knative-drain.go-version"] = "release"
         else:
-            from .builders.knative import check_served
+            from .knative import check_served
 
             check_served(serving_version)  # a refused version: one line naming the nearest
             progress(
@@ -273,7 +273,7 @@ def apps_dir() -> Path:
         return Path(override)
     if DEFAULT_APPS_DIR.is_dir():
         return DEFAULT_APPS_DIR
-    return Path(__file__).resolve().parent / "fixture_data" / "apps"
+    return Path(__file__).resolve().parents[1] / "fixture_data" / "apps"
 
 
 def fixture_apps() -> list[str]:

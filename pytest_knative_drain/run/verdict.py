@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .records import RequestRecord
+from ..load.records import RequestRecord
 
 CLASSES = (
     "ok",

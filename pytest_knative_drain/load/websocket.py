@@ -25,8 +25,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from .engine import Event, EventRecord, ScheduleResult, run_event
 from .http1 import parse_url
-from .load import Event, EventRecord, ScheduleResult, run_event
 from .records import POD_HEADER, REVISION_HEADER, RequestRecord
 
 CROSS_S = 0.5  # a message written this close before the server's close frame crossed it

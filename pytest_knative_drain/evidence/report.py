@@ -19,11 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, catalog
+from .. import __version__
+from ..knative import catalog
 
 if TYPE_CHECKING:
-    from .options import DrainOptions
-    from .runner import ScenarioResult
+    from ..options import DrainOptions
+    from ..run.runner import ScenarioResult
 
 
 def machine_info() -> dict[str, Any]:

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import verdict
-from .records import RequestRecord
+from ..load.records import RequestRecord
+from ..run import verdict
 
 if TYPE_CHECKING:
-    from .runner import ScenarioResult
+    from ..run.runner import ScenarioResult
 
 #: outcome class -> colour (ok green, 5xx red, transport errors orange/purple, truncated brown)
 COLOURS = {

@@ -12,10 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import load, verdict, ws_load
-from .platforms.pod import InfrastructureError
-from .records import RequestRecord
-from .scenarios import DEFAULT_CONFIG, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+from ..load import engine as load
+from ..load import websocket as ws_load
+from ..load.records import RequestRecord
+from ..matrix.scenarios import DEFAULT_CONFIG, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+from ..platforms.pod import InfrastructureError
+from . import verdict
 
 STREAM_END = "stream complete"  # the last line of a complete fixture-app /stream body
 

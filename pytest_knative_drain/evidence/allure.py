@@ -16,12 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import verdict
+from ..run import verdict
 
 if TYPE_CHECKING:
     import pytest
 
-    from .runner import ScenarioResult
+    from ..run.runner import ScenarioResult
 
 #: allure categories; allure matches a regex against the whole message/trace (Java matches()).
 CATEGORIES: list[dict[str, Any]] = [

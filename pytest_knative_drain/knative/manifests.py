@@ -19,8 +19,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from ..host.docker_engine import state_dir
 from .catalog import Release
-from .docker_engine import state_dir
 
 MANIFESTS = ("serving-crds", "serving-core", "kourier")
 

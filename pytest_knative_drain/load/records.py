@@ -16,7 +16,7 @@ REVISION_HEADER = "x-revision-name"
 
 #: Transport outcomes the load engine can record in ``RequestRecord.error``.
 TRANSPORT_ERRORS = ("reset", "empty_reply", "refused", "timeout", "truncated", "protocol_error")
-#: How a websocket session can fail (ws_load.py), also in ``RequestRecord.error``:
+#: How a websocket session can fail (load/websocket.py), also in ``RequestRecord.error``:
 #: no close frame before the connection ended (1006), a TCP reset, an upgrade answered
 #: with something else than 101, a close frame with another code than 1000, and a close
 #: 1000 that left messages unanswered.
