@@ -104,7 +104,7 @@ def _print_summary(summary: object, records: list) -> None:
 def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.platform not in ("local", "kind"):
         parser.error(f"--platform={args.platform}: provision supports: local, kind")
-    from .matrix.scenarios import APPS
+    from .matrix.apps import APPS
     from .platforms.local import LocalPlatform
 
     release = _release(parser, args.knative_version, args.platform)
@@ -168,7 +168,7 @@ def cmd_cleanup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 def cmd_push_apps(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Build the fixture apps and push them where an existing cluster pulls from."""
     from .builders import images
-    from .matrix.scenarios import APPS
+    from .matrix.apps import APPS
 
     unknown = [a for a in args.apps or [] if a not in APPS]
     if unknown:

@@ -15,15 +15,10 @@ import pytest
 
 from . import plugin
 from .evidence.report import one_line
-from .matrix.scenarios import (
-    APPS,
-    CONFIGS,
-    DEFAULT_CONFIG,
-    SCENARIOS,
-    TRIGGERS,
-    Case,
-    FixtureApp,
-)
+from .matrix.apps import APPS, FixtureApp
+from .matrix.cases import Case
+from .matrix.configs import CONFIGS, DEFAULT_CONFIG
+from .matrix.scenarios import SCENARIOS, TRIGGERS
 from .options import CLUSTER_CONCURRENCY, DrainOptions
 from .platforms.pod import InfrastructureError
 from .run import scheduler

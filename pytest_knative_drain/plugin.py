@@ -13,7 +13,9 @@ from .evidence import allure as allure_evidence
 from .evidence.report import DrainReport, one_line, write_atomic
 from .interrupts import SignalGuard, install_signal_guard
 from .knative import internal_tls, known_failures
-from .matrix.scenarios import APPS, DRAIN_QUIET_S, Case, cases, families
+from .matrix.apps import APPS
+from .matrix.cases import Case, cases, families
+from .matrix.scenarios import DRAIN_QUIET_S
 from .run.runner import ScenarioResult
 
 OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()

@@ -14,7 +14,8 @@ from kubernetes.client.rest import ApiException
 
 from pytest_knative_drain.evidence.report import DrainReport
 from pytest_knative_drain.knative import catalog
-from pytest_knative_drain.matrix.scenarios import SCENARIOS, KnativeConfig
+from pytest_knative_drain.matrix.configs import KnativeConfig
+from pytest_knative_drain.matrix.scenarios import SCENARIOS
 from pytest_knative_drain.options import DrainOptions
 from pytest_knative_drain.platforms import cluster
 from pytest_knative_drain.platforms.cluster import ClusterError

@@ -26,7 +26,8 @@ from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
 from pytest_knative_drain.builders import images
-from pytest_knative_drain.matrix.scenarios import CONFIGS, SCENARIOS, TRIGGERS
+from pytest_knative_drain.matrix.configs import CONFIGS
+from pytest_knative_drain.matrix.scenarios import SCENARIOS, TRIGGERS
 from pytest_knative_drain.platforms import cluster_triggers as ct
 from pytest_knative_drain.platforms.cluster import (
     Applier,

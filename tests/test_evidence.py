@@ -21,7 +21,8 @@ import pytest
 
 from pytest_knative_drain.evidence.allure import CATEGORIES
 from pytest_knative_drain.knative import catalog
-from pytest_knative_drain.matrix.scenarios import APPS, cases, families
+from pytest_knative_drain.matrix.apps import APPS
+from pytest_knative_drain.matrix.cases import cases, families
 
 # The inner sessions run in this process; pytester drops modules first imported there, and
 # numpy refuses a second import. Importing matplotlib here keeps it loaded across sessions.

@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from pytest_knative_drain.matrix.scenarios import APPS, CONFIGS, SCENARIOS, Case, cases, families
+from pytest_knative_drain.matrix.apps import APPS
+from pytest_knative_drain.matrix.cases import Case, cases, families
+from pytest_knative_drain.matrix.configs import CONFIGS
+from pytest_knative_drain.matrix.scenarios import SCENARIOS
 from pytest_knative_drain.options import CLUSTER_CONCURRENCY
 from pytest_knative_drain.run import scheduler
 

@@ -17,7 +17,8 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..knative import internal_tls
-from ..matrix.scenarios import KnativeConfig, Scenario
+from ..matrix.configs import KnativeConfig
+from ..matrix.scenarios import Scenario
 from .cluster import (
     ClusterError,
     Progress,

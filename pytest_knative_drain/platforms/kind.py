@@ -26,7 +26,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..host.docker_engine import state_dir
 from ..knative import kind_plan
 from ..knative.catalog import Release
-from ..matrix.scenarios import KnativeConfig, Scenario
+from ..matrix.configs import KnativeConfig
+from ..matrix.scenarios import Scenario
 from .cluster import (
     Applier,
     ClusterError,

@@ -14,7 +14,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from ..matrix.scenarios import KnativeConfig, Scenario
+from ..matrix.configs import KnativeConfig
+from ..matrix.scenarios import Scenario
 from .cluster import (
     FIELD_MANAGER,
     SERVING_NAMESPACE,

@@ -46,7 +46,8 @@ from tenacity import (
 
 from ..knative import internal_tls, queue_env
 from ..knative.catalog import Release
-from ..matrix.scenarios import KnativeConfig, Scenario, Trigger
+from ..matrix.configs import KnativeConfig
+from ..matrix.scenarios import Scenario, Trigger
 from .pod import InfrastructureError, PodEvent, Termination
 
 QUEUE_SERVING_PORT = 8012

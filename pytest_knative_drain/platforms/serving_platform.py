@@ -9,7 +9,8 @@ import requests
 from kubernetes import client as k8s
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from ..matrix.scenarios import KnativeConfig, Scenario
+from ..matrix.configs import KnativeConfig
+from ..matrix.scenarios import Scenario
 from .cluster import ClusterError, KsvcSpec, Namespaces, Progress, service_name
 from .knative_config import KnativeConfigPatch, patch_for
 from .knative_pod import KnativePod, NodeProbe

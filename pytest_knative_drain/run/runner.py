@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from ..load import engine as load
 from ..load import websocket as ws_load
 from ..load.records import RequestRecord
-from ..matrix.scenarios import DEFAULT_CONFIG, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+from ..matrix.configs import DEFAULT_CONFIG
+from ..matrix.scenarios import TRIGGERS, BatchSpec, ScenarioPlan, Trigger
 from ..platforms.pod import InfrastructureError
 from . import verdict
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
-from ..matrix.scenarios import Case
+from ..matrix.cases import Case
 
 #: pods starting (created, until ready) at once, whatever the concurrency: a pod start is
 #: the one busy moment of a case (Docker creates three containers, the readiness probe
