@@ -28,6 +28,7 @@ import docker
 import pytest
 from tenacity import retry, stop_after_delay, wait_fixed
 
+from pytest_knative_drain.builders.kubernetes import RUNTIME_BASE, ensure_runtime_base
 from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.platforms.local import LABEL, LocalPlatform, LocalPod, RevisionSpec
 from pytest_knative_drain.platforms.pod import InfrastructureError
@@ -292,7 +293,9 @@ def isolated_engine():
         subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
         engine.start()
         client = engine.client()
-        # queue-proxy and a small base (pause and app) from the machine's engine
+        # queue-proxy and a small base (pause and app) from the machine's engine; the base
+        # is built here if this machine never built it (a cached kube-apiserver skips it)
+        ensure_runtime_base(main, progress=lambda line: None)
         for image in (QUEUE_PROXY, SMALL_BASE):
             client.images.load(main.images.get(image).save(named=True))
         binary = main.containers.create(APP_WITH_BINARY)
@@ -324,7 +327,7 @@ def isolated_engine():
 
 
 QUEUE_PROXY = "knative-drain/queue-proxy:1.14.2"
-SMALL_BASE = "knative-drain/runtime-base:bookworm"
+SMALL_BASE = RUNTIME_BASE
 APP_WITH_BINARY = "knative-drain/app:go-shutdown"
 SMALL_APP = "knative-drain-test/go-shutdown:small"
 
