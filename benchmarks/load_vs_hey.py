@@ -80,7 +80,7 @@ OURS_CLIENT = """
 import json, sys
 from collections import Counter
 sys.path.insert(0, sys.argv[4])
-from pytest_knative_drain.load.engine import run_batch
+from pytest_knative_drain.load import run_batch
 result = run_batch(sys.argv[1], int(sys.argv[2]), timeout_s=float(sys.argv[3]))
 records = result.records
 sent = [r.sent_mono for r in records if r.sent_mono is not None]

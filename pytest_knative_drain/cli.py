@@ -44,7 +44,7 @@ def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .load import engine as load
+    from . import load
     from .run import verdict
 
     if not args.url.startswith("http://"):

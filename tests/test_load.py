@@ -12,7 +12,7 @@ import time
 import pytest
 from misbehaving_servers import LoopbackServer, refused_url
 
-from pytest_knative_drain.load.engine import (
+from pytest_knative_drain.load import (
     Batch,
     Event,
     run_batch,

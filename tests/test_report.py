@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from misbehaving_servers import LoopbackServer
 
+from pytest_knative_drain import load
 from pytest_knative_drain.evidence.allure import requests_document
 from pytest_knative_drain.evidence.report import DrainReport
 from pytest_knative_drain.evidence.timeline import render_timeline, timeline_data
 from pytest_knative_drain.knative import catalog
-from pytest_knative_drain.load import engine as load
 from pytest_knative_drain.matrix.scenarios import SCENARIOS
 from pytest_knative_drain.options import DrainOptions
 from pytest_knative_drain.platforms.pod import PodEvent

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from pytest_knative_drain.load.engine import Event
+from pytest_knative_drain.load import Event
 from pytest_knative_drain.load.websocket import Sessions, run_ws_schedule_sync
 from pytest_knative_drain.run import verdict
 

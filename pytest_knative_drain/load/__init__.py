@@ -5,11 +5,8 @@ The engine's public names are re-exported here (``from pytest_knative_drain.load
 run_batch``), as they were when the engine was one module.
 """
 
-from .engine import (
-    Batch,
-    Event,
-    EventRecord,
-    ScheduleResult,
+from .plan import Batch, Event, EventRecord, ScheduleResult
+from .schedule import (
     run_batch,
     run_event,
     run_schedule,

@@ -25,9 +25,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .engine import Event, EventRecord, ScheduleResult, run_event
 from .http1 import parse_url
+from .plan import Event, EventRecord, ScheduleResult
 from .records import POD_HEADER, REVISION_HEADER, RequestRecord
+from .schedule import run_event
 
 CROSS_S = 0.5  # a message written this close before the server's close frame crossed it
 CLOSE_TIMEOUT_S = 10.0  # how long the client waits for the TCP close after a close frame

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..load import engine as load
+from .. import load
 from ..load import websocket as ws_load
 from ..load.records import RequestRecord
 from ..matrix.configs import DEFAULT_CONFIG
