@@ -28,7 +28,7 @@ EVIDENCE_PROBLEMS_KEY = pytest.StashKey[list[str]]()
 #: own and failing the run, not folded into the last test's teardown, where pytest would
 #: report them under that test's outcome (an XFAIL hides them)
 SESSION_END_ERRORS_KEY = pytest.StashKey[list[str]]()
-#: SIGTERM/SIGHUP/SIGINT unwind the run like Ctrl-C (see interrupts.py)
+#: SIGTERM/SIGHUP/SIGINT unwind the run like Ctrl-C (see host/signals.py)
 SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
