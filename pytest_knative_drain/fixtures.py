@@ -45,7 +45,7 @@ def _infrastructure_errors() -> tuple[type[Exception], ...]:
     """What the platforms raise when Docker, kind or the cluster cannot do their part."""
     from .builders.images import ImagesError
     from .host.docker_engine import DockerEngineError
-    from .platforms.cluster import ClusterError
+    from .platforms.cluster.api import ClusterError
     from .platforms.local import LocalPlatformError
 
     return (ClusterError, DockerEngineError, ImagesError, LocalPlatformError)
@@ -156,7 +156,7 @@ def drain_platform(
         failure = f"--platform={options.platform}: {exc}"
     if failure:  # outside the except block: no "During handling..." chain in the output
         pytest.fail(failure, pytrace=False)
-    try:  # from here on: a signal (interrupts.py) landing anywhere still closes the platform
+    try:  # from here on: a signal (host/signals.py) landing anywhere still closes the platform
         _say(
             pytestconfig, f"{options.platform} platform ready in {time.monotonic() - started:.1f} s"
         )
@@ -215,7 +215,7 @@ def _session_end(config: pytest.Config, what: str, step: Callable[[], object]) -
     """
     try:
         step()
-    except Exception as exc:  # a signal's KeyboardInterrupt still unwinds (interrupts.py)
+    except Exception as exc:  # a signal's KeyboardInterrupt still unwinds (host/signals.py)
         message = f"{what} failed at the session's end: {one_line(exc)}"
         config.stash[plugin.SESSION_END_ERRORS_KEY].append(message)
         config.stash[plugin.REPORT_KEY].add_error("session end", message)

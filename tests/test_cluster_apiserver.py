@@ -23,14 +23,12 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from pytest_knative_drain.platforms import cluster
-from pytest_knative_drain.platforms.cluster import (
-    Applier,
-    ClusterError,
-    ConfigMapPatch,
-    KsvcSpec,
-    Namespaces,
-)
+from pytest_knative_drain.platforms.cluster import api as cluster
+from pytest_knative_drain.platforms.cluster import changes
+from pytest_knative_drain.platforms.cluster.api import ClusterError
+from pytest_knative_drain.platforms.cluster.apply import Applier, ObjectRef
+from pytest_knative_drain.platforms.cluster.changes import ConfigMapPatch, Namespaces
+from pytest_knative_drain.platforms.cluster.ksvc import KsvcSpec, render_ksvc
 
 SERVING = ("knative.dev/serving", "v0.41.2")
 
@@ -99,7 +97,7 @@ def knative_core(kube, serving_src: Path, caching_src: Path) -> dict[str, object
     return {"refs": refs, "image": image_obj, "crds": crds, "seconds": time.monotonic() - started}
 
 
-def _find(refs: list[cluster.ObjectRef], kind: str) -> cluster.ObjectRef:
+def _find(refs: list[ObjectRef], kind: str) -> ObjectRef:
     return next(r for r in refs if r.kind == kind)
 
 
@@ -165,7 +163,7 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
         annotations={"autoscaling.knative.dev/window": "6s"},
     )
     with Applier(api) as applier, Namespaces(api, "test-run").scoped("ksvc") as ns:
-        [ref] = applier.apply([cluster.render_ksvc(spec, ns)])
+        [ref] = applier.apply([render_ksvc(spec, ns)])
         live = applier.get(ref)
     # Fields the CRD's structural schema does not know would be pruned silently.
     template = live["spec"]["template"]
@@ -183,9 +181,9 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
 
 def test_ksvc_rejects_bad_values_naming_them() -> None:
     with pytest.raises(ClusterError, match=r"max_scale=1: >= min_scale \(2\) or 0"):
-        cluster.render_ksvc(KsvcSpec(name="a", image="i", min_scale=2, max_scale=1), "ns")
+        render_ksvc(KsvcSpec(name="a", image="i", min_scale=2, max_scale=1), "ns")
     with pytest.raises(ClusterError, match="timeout_seconds=0") as err:
-        cluster.render_ksvc(
+        render_ksvc(
             KsvcSpec(name="Bad_Name", image="i", timeout_seconds=0, target_burst_capacity=-2), "n"
         )
     assert "name='Bad_Name'" in str(err.value) and "target_burst_capacity=-2" in str(err.value)
@@ -344,7 +342,7 @@ def _no_traceback_line(err: pytest.ExceptionInfo[ClusterError]) -> str:
 def test_unreachable_api_server_is_one_cluster_error_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster, "CLEANUP_RETRY_S", 0.0)  # cleanup asks again: not here
+    monkeypatch.setattr(changes, "CLEANUP_RETRY_S", 0.0)  # cleanup asks again: not here
     url = f"https://127.0.0.1:{_closed_port()}"
     api = _client(url)
     calls = {
@@ -436,5 +434,5 @@ def test_cleanup_asks_again_until_the_api_server_is_back(kube, api) -> None:
         stop.set()
         relay.join(5)
         late.close()
-    assert 4.0 <= took < 4.0 + cluster.CLEANUP_INTERVAL_S + 5, took
+    assert 4.0 <= took < 4.0 + changes.CLEANUP_INTERVAL_S + 5, took
     assert core.read_namespace(ns).metadata.deletion_timestamp is not None

@@ -17,8 +17,9 @@ from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.matrix.configs import KnativeConfig
 from pytest_knative_drain.matrix.scenarios import SCENARIOS
 from pytest_knative_drain.options import DrainOptions
-from pytest_knative_drain.platforms import cluster
-from pytest_knative_drain.platforms.cluster import ClusterError
+from pytest_knative_drain.platforms.cluster import api as cluster
+from pytest_knative_drain.platforms.cluster.api import ClusterError
+from pytest_knative_drain.platforms.cluster.apply import Applier
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
 
 # A config that changes a ConfigMap of its own, so other tests' ConfigMaps stay untouched.
@@ -39,7 +40,7 @@ def knative_ns(kube) -> Iterator[k8s.CoreV1Api]:
     """A knative-serving namespace labelled as release 1.14.2 labels it, plus config-defaults."""
     api = cluster.api_client(kube.kubeconfig, kube.context)
     core = k8s.CoreV1Api(api)
-    with cluster.Applier(api) as applier:
+    with Applier(api) as applier:
         applier.apply(
             [
                 {

@@ -15,7 +15,7 @@ import yaml
 
 from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.knative.kind_plan import render_kind_config
-from pytest_knative_drain.platforms.cluster import ClusterError
+from pytest_knative_drain.platforms.cluster.api import ClusterError
 from pytest_knative_drain.platforms.kind import KindPlatform, check_docker, find_kind
 
 

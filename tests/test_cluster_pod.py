@@ -22,9 +22,13 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import retry, stop_after_delay, wait_fixed
 
-from pytest_knative_drain.platforms import knative_pod
-from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, Namespaces
-from pytest_knative_drain.platforms.knative_pod import KnativePod, LogFollower, pod_changes
+from pytest_knative_drain.platforms.cluster import faults as cluster_faults
+from pytest_knative_drain.platforms.cluster.api import ClusterError
+from pytest_knative_drain.platforms.cluster.changes import Namespaces
+from pytest_knative_drain.platforms.cluster.knative_pod import KnativePod
+from pytest_knative_drain.platforms.cluster.ksvc import KsvcSpec
+from pytest_knative_drain.platforms.cluster.pod_logs import LogFollower
+from pytest_knative_drain.platforms.cluster.pod_watch import pod_changes
 from pytest_knative_drain.platforms.pod import InfrastructureError
 
 # The API server, its client and Knative 1.14.2's CRDs: the same session fixtures.
@@ -306,7 +310,7 @@ def test_an_api_server_gone_ends_the_wait_as_an_infrastructure_error(
 ) -> None:
     """The API server stops answering mid-wait (port 1: nobody listens there, for real): a
     call or two may fail, but API_UNREACHABLE_S without an answer ends the case."""
-    monkeypatch.setattr(knative_pod, "API_UNREACHABLE_S", 3.0)
+    monkeypatch.setattr(cluster_faults, "API_UNREACHABLE_S", 3.0)
     own = k8s.ApiClient(copy.deepcopy(api.configuration))  # the shared client stays good
     # the kubeconfig loader's hook re-reads the kubeconfig (and its server) before each call
     own.configuration.refresh_api_key_hook = None

@@ -28,17 +28,14 @@ from tenacity import retry, stop_after_delay, wait_fixed
 from pytest_knative_drain.builders import images
 from pytest_knative_drain.matrix.configs import CONFIGS
 from pytest_knative_drain.matrix.scenarios import SCENARIOS, TRIGGERS
-from pytest_knative_drain.platforms import cluster_triggers as ct
-from pytest_knative_drain.platforms.cluster import (
-    Applier,
-    ClusterError,
-    KsvcSpec,
-    Namespaces,
-    render_ksvc,
-)
+from pytest_knative_drain.platforms.cluster import triggers as ct
+from pytest_knative_drain.platforms.cluster.api import ClusterError
+from pytest_knative_drain.platforms.cluster.apply import Applier
+from pytest_knative_drain.platforms.cluster.changes import Namespaces
+from pytest_knative_drain.platforms.cluster.knative_config import KnativeConfigPatch, patch_for
+from pytest_knative_drain.platforms.cluster.knative_pod import KnativePod
+from pytest_knative_drain.platforms.cluster.ksvc import KsvcSpec, render_ksvc
 from pytest_knative_drain.platforms.existing import ClusterConfigRefused, ExistingPlatform
-from pytest_knative_drain.platforms.knative_config import KnativeConfigPatch, patch_for
-from pytest_knative_drain.platforms.knative_pod import KnativePod
 
 kube, api, serving_src, caching_src, knative_core = (
     base.kube, base.api, base.serving_src, base.caching_src, base.knative_core

@@ -15,7 +15,7 @@ from conformance_cmd import conformance_cmd
 from misbehaving_servers import LoopbackServer
 
 from pytest_knative_drain.knative import catalog, internal_tls
-from pytest_knative_drain.load.engine import Batch, run_batch, run_schedule_sync
+from pytest_knative_drain.load import Batch, run_batch, run_schedule_sync
 from pytest_knative_drain.load.tls_socket import ClientTLS
 from pytest_knative_drain.matrix.configs import CONFIGS
 from pytest_knative_drain.matrix.scenarios import SCENARIOS

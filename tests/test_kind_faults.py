@@ -27,7 +27,7 @@ import bad_images
 import pytest
 from kubernetes import client, config
 
-from pytest_knative_drain.platforms.cluster import RUN_LABEL
+from pytest_knative_drain.platforms.cluster.api import RUN_LABEL
 
 CLUSTER = os.environ.get("KNATIVE_DRAIN_KIND_CLUSTER", "knative-drain")
 VERSION = os.environ.get("KNATIVE_VERSION", "1.14")

@@ -8,7 +8,7 @@ from pytest_knative_drain.matrix.apps import APPS
 from pytest_knative_drain.matrix.cases import cases, families
 from pytest_knative_drain.matrix.configs import CONFIGS
 from pytest_knative_drain.matrix.scenarios import SCENARIOS, TRIGGERS, BatchSpec, ScenarioPlan
-from pytest_knative_drain.platforms.cluster import ClusterError
+from pytest_knative_drain.platforms.cluster.api import ClusterError
 from pytest_knative_drain.run import verdict
 from pytest_knative_drain.run.runner import (
     ScenarioResult,

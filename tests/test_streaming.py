@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from pytest_knative_drain.load.engine import Batch, run_schedule_sync
+from pytest_knative_drain.load import Batch, run_schedule_sync
 from pytest_knative_drain.load.records import BODY_LIMIT, BODY_TAIL
 from pytest_knative_drain.run import verdict
 
@@ -148,7 +148,8 @@ def test_bad_expect_end_is_one_clear_error() -> None:
 def test_ksvc_carries_the_stream_timeouts() -> None:
     """On a cluster the configs are revision spec fields (Knative 1.7+); without one the
     response-start timeout is the revision timeout, never Knative's 300 s default."""
-    from pytest_knative_drain.platforms.cluster import ClusterError, KsvcSpec, render_ksvc
+    from pytest_knative_drain.platforms.cluster.api import ClusterError
+    from pytest_knative_drain.platforms.cluster.ksvc import KsvcSpec, render_ksvc
 
     spec = KsvcSpec("drain-go", "img", timeout_seconds=120, response_start_timeout_seconds=10)
     revision = render_ksvc(spec, "ns")["spec"]["template"]["spec"]

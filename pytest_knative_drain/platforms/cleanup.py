@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from ..host.docker_engine import engine_answers, state_dir
-from .cluster import RUN_LABEL
+from .cluster.api import RUN_LABEL
 
 
 def _kind_binary() -> Path | None:

@@ -19,13 +19,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..knative import internal_tls
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
-from .cluster import (
-    ClusterError,
-    Progress,
-    api_client,
-    knative_serving_version,
-)
-from .knative_config import KnativeConfigPatch
+from .cluster.api import ClusterError, Progress, api_client, knative_serving_version
+from .cluster.knative_config import KnativeConfigPatch
 from .serving_platform import ServingPlatform
 
 ALLOW_OPTION = "--allow-cluster-config"

@@ -28,10 +28,8 @@ from ..knative import kind_plan
 from ..knative.catalog import Release
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
-from .cluster import (
-    Applier,
+from .cluster.api import (
     ClusterError,
-    ConfigMapPatch,
     Progress,
     api_client,
     knative_serving_version,
@@ -39,9 +37,11 @@ from .cluster import (
     wait_deployments_available,
     wait_pods_ready,
 )
+from .cluster.apply import Applier
+from .cluster.changes import ConfigMapPatch
+from .cluster.knative_config import KnativeConfigPatch
 from .existing import refuse_unwired
 from .kind_cluster import KindCluster, install_pod_network
-from .knative_config import KnativeConfigPatch
 from .serving_platform import ServingPlatform
 
 _KIND_VERSION = re.compile(r"kind v(\d+)\.(\d+)\.(\d+)")

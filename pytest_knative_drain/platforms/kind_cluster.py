@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .cluster import ClusterError
+from .cluster.api import ClusterError
 
 Progress = Callable[[str], None]
 CREATE_TIMEOUT_S = 600.0
@@ -56,7 +56,7 @@ class KindCluster:
                 timeout=timeout_s,
                 check=False,
                 # not in pytest's process group: a second Ctrl-C (or a group SIGTERM) must not
-                # kill `kind delete cluster`; on a signal pytest kills kind itself (interrupts.py)
+                # kill `kind delete cluster`; on a signal pytest kills kind itself (host/signals.py)
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired:

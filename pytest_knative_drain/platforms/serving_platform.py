@@ -11,9 +11,12 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
-from .cluster import ClusterError, KsvcSpec, Namespaces, Progress, service_name
-from .knative_config import KnativeConfigPatch, patch_for
-from .knative_pod import KnativePod, NodeProbe
+from .cluster.api import ClusterError, Progress
+from .cluster.changes import Namespaces
+from .cluster.faults import NodeProbe
+from .cluster.knative_config import KnativeConfigPatch, patch_for
+from .cluster.knative_pod import KnativePod
+from .cluster.ksvc import KsvcSpec, service_name
 
 
 class ServingPlatform:

@@ -21,9 +21,9 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
-from ..platforms.cluster import ClusterError
-from ..platforms.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIMEOUT_S
-from ..platforms.knative_pod import ContainerStartError
+from ..platforms.cluster.api import ClusterError
+from ..platforms.cluster.faults import ContainerStartError
+from ..platforms.cluster.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIMEOUT_S
 from ..platforms.local import READY_TIMEOUT_S, LocalPlatform, LocalPlatformError, PodStartError
 from ..platforms.pod import InfrastructureError
 from ..platforms.serving_platform import ServingPlatform

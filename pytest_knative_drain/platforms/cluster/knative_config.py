@@ -14,17 +14,17 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from ..matrix.configs import KnativeConfig
-from ..matrix.scenarios import Scenario
-from .cluster import (
+from ...matrix.configs import KnativeConfig
+from ...matrix.scenarios import Scenario
+from .api import (
     FIELD_MANAGER,
     SERVING_NAMESPACE,
     ClusterError,
-    ConfigMapPatch,
     Progress,
     through_webhook,
     wait_until,
 )
+from .changes import ConfigMapPatch
 
 ACTIVATOR = "activator"  # Deployment and HorizontalPodAutoscaler name (config/core/deployments)
 ROLL_TIMEOUT_S = 600.0

@@ -28,7 +28,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_fixed
 
-from .cluster import (
+from .api import (
     FIELD_MANAGER,
     SERVING_NAMESPACE,
     ClusterError,

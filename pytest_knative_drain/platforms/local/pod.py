@@ -13,6 +13,9 @@ A pod whose container is removed by someone else, or whose Docker engine goes aw
 (dockerd stopped or restarted), mid-case ends with :class:`InfrastructureError` from
 ``wait_gone``: seen where it happens (a Docker events watch, NotFound or a lost
 connection on kill/wait/inspect), never judged as the app's draining.
+
+This module owns the pod's containers, its timeline and its faults; the termination
+sequence is kubelet.py, the platform that makes pods platform.py.
 """
 
 from __future__ import annotations
@@ -26,14 +29,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 import docker.errors
 import requests
-import urllib3.exceptions
 from docker.models.containers import Container
 from tenacity import (
     RetryError,
@@ -44,40 +45,20 @@ from tenacity import (
     wait_fixed,
 )
 
-from ..knative import internal_tls, queue_env
-from ..knative.catalog import Release
-from ..matrix.configs import KnativeConfig
-from ..matrix.scenarios import Scenario, Trigger
-from .pod import InfrastructureError, PodEvent, Termination
+from ...knative import internal_tls, queue_env
+from ...matrix.scenarios import Trigger
+from ..pod import InfrastructureError, PodEvent, Termination
+from .kubelet import DRAIN_PATH, QUEUE_ADMIN_PORT, Kubelet
+from .kubelet import error_line as _line
 
 QUEUE_SERVING_PORT = 8012
 QUEUE_SERVING_TLS_PORT = 8112  # networking.BackendHTTPSPort
-QUEUE_ADMIN_PORT = 8022  # networking.QueueAdminPort
 QUEUE_METRICS_PORT = 9090
 USER_PORT = 8080
-DRAIN_PATH = "/wait-for-drain"  # queue.RequestQueueDrainPath
-KUBELET_MIN_GRACE_S = 2.0  # kubelet's minimumGracePeriodInSeconds after a preStop
 PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy readiness
 LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
 READY_TIMEOUT_S = 60.0  # how long a pod may take to answer queue-proxy's readiness probe
 REMOVE_RETRY_S = 30.0  # how long removal waits for an engine that is restarting
-# the docker SDK's container.wait(timeout=...) times out with requests' exceptions
-_WAIT_TIMEOUT = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """A wait that ran out of time (requests' read timeout, sometimes wrapped in a
-    ConnectionError "Read timed out."); any other ConnectionError: the engine is gone."""
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return True
-    return isinstance(exc, requests.exceptions.ConnectionError) and any(
-        isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args
-    )
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class LocalPlatformError(RuntimeError):
@@ -163,7 +144,6 @@ class LocalPod:
         self._ports: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._qp_signalled = threading.Event()  # queue-proxy's SIGTERM was delivered
         self.fault: str | None = None  # the first way the platform failed under the pod
         self._closing = False  # our own removal: its events and errors are no fault
         self._watcher: threading.Thread | None = None
@@ -418,89 +398,15 @@ class LocalPod:
         grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
         t0 = self.event("delete", f"terminationGracePeriodSeconds={grace:g}")
         self.termination = Termination(t0_mono=t0.mono, grace_s=grace, pods=[self.name])
-        self._qp_signalled.clear()
-        for role, target in (
-            ("queue-proxy", self._stop_queue_proxy),
-            ("user-container", self._stop_user_container),
-        ):
-            thread = threading.Thread(
-                target=target, args=(t0.mono, grace), name=f"kubelet-{role}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        kubelet = Kubelet(
+            self._containers,
+            f"http://127.0.0.1:{self._ports[QUEUE_ADMIN_PORT]}{DRAIN_PATH}",
+            event=self.event,
+            fault=self._fault,
+            exited=self._exited,
+        )
+        self._threads += kubelet.kill_pod(self.termination)
         return self.termination
-
-    def _stop_queue_proxy(self, t0: float, grace: float) -> None:
-        self._signal("queue-proxy", "SIGTERM")
-        self._qp_signalled.set()
-        self._wait_or_kill("queue-proxy", t0 + grace)
-
-    def _stop_user_container(self, t0: float, grace: float) -> None:
-        # kubelet's runtime delivers queue-proxy's SIGTERM in milliseconds; a Docker engine
-        # under load (many pods at once) can take seconds, and queue-proxy's drain handler
-        # returns after 1 s when no SIGTERM came (a liveness restart): the preStop waits
-        self._qp_signalled.wait(max(grace, 1.0))
-        self.event("preStop started", f"GET :{QUEUE_ADMIN_PORT}{DRAIN_PATH}")
-        status: int | None = None
-        url = f"http://127.0.0.1:{self._ports[QUEUE_ADMIN_PORT]}{DRAIN_PATH}"
-        try:
-            with urllib.request.urlopen(url, timeout=max(grace, 1.0)) as response:  # noqa: S310
-                status = response.status
-            self.event("preStop returned", f"status {status}")
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            self.event("preStop returned", f"status {status}")
-        except OSError as exc:  # kubelet logs FailedPreStopHook and goes on
-            self.event("preStop failed", str(exc))
-        assert self.termination is not None
-        self.termination.prestop_s = time.monotonic() - t0
-        self.termination.prestop_status = status
-        remaining = max(t0 + grace - time.monotonic(), KUBELET_MIN_GRACE_S)
-        self._signal("user-container", "SIGTERM")
-        self._wait_or_kill("user-container", time.monotonic() + remaining)
-
-    def _signal(self, role: str, signal: str) -> None:
-        self.event(f"{signal} {role}")
-        try:
-            self._containers[role].kill(signal=signal)
-        except docker.errors.NotFound:
-            self._fault(f"{role} container removed by someone else (seen at {signal})")
-        except docker.errors.APIError:  # already exited
-            pass
-        except requests.exceptions.ConnectionError as exc:
-            self._fault(f"Docker engine unreachable at {signal} {role}: {_line(exc)}")
-
-    def _wait_or_kill(self, role: str, deadline: float) -> None:
-        container = self._containers[role]
-        since = time.monotonic()
-        try:
-            result = container.wait(timeout=max(deadline - time.monotonic(), 0.01))
-            self._exited(role, f"exit code {result.get('StatusCode')}", since)
-            return
-        except _WAIT_TIMEOUT as exc:  # the docker SDK's wait timeout is requests' read timeout
-            if not _timed_out(exc):
-                self._fault(f"Docker engine unreachable waiting for {role}: {_line(exc)}")
-                return
-        except docker.errors.NotFound:
-            self._fault(f"{role} container removed by someone else (seen waiting for its exit)")
-            return
-        except docker.errors.APIError as exc:
-            self.event(f"{role} exited", f"container gone: {exc}")
-            return
-        self._signal(role, "SIGKILL")
-        assert self.termination is not None
-        self.termination.killed.append(role)
-        since = time.monotonic()
-        try:
-            result = container.wait(timeout=30)
-        except (*_WAIT_TIMEOUT, docker.errors.APIError) as exc:
-            if isinstance(exc, docker.errors.NotFound):
-                self._fault(f"{role} container removed by someone else (seen after SIGKILL)")
-            elif isinstance(exc, requests.exceptions.ConnectionError) and not _timed_out(exc):
-                self._fault(f"Docker engine unreachable after SIGKILL of {role}: {_line(exc)}")
-            self.event(f"{role} exited", f"not confirmed after SIGKILL: {exc}")
-            return
-        self._exited(role, f"exit code {result.get('StatusCode')} after SIGKILL", since)
 
     def wait_gone(self, timeout_s: float | None = None) -> Termination:
         """Block until every container has exited (or raise after ``timeout_s``)."""
@@ -582,185 +488,3 @@ def _remove_container(container: Container, deadline: float) -> None:
         retry=retry_if_exception_type(requests.exceptions.ConnectionError),
     )
     retrying(container.remove, force=True)
-
-
-def sweep(client: docker.DockerClient, run_id: str | None = None) -> int:
-    """Remove containers of this run, or of runs whose owning process is gone."""
-    removed = 0
-    # the low-level list: containers.list() inspects each one, and one removed by another
-    # process between the list and its inspect raised NotFound out of a platform's start
-    for container in client.api.containers(all=True, filters={"label": LABEL}):
-        labels = container.get("Labels") or {}
-        owner = labels.get("knative-drain.owner-pid", "")
-        stale = owner.isdigit() and not _pid_alive(int(owner))
-        if (run_id is not None and labels.get(LABEL) == run_id) or stale:
-            with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_container(container["Id"], force=True)
-                removed += 1
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class LocalPlatform:
-    """The Docker host of the emulated pods: images provisioned once, pods made on demand."""
-
-    def __init__(
-        self,
-        client: docker.DockerClient,
-        *,
-        queue_proxy_image: str,
-        pause_image: str,
-        app_images: dict[str, str],
-        run_id: str,
-        keep: bool = False,
-        facts: dict[str, Any] | None = None,
-    ) -> None:
-        self.client = client
-        self.queue_proxy_image = queue_proxy_image
-        self.pause_image = pause_image
-        self.app_images = app_images
-        self.run_id = run_id
-        self.keep = keep
-        self.facts = facts or {}
-        self.knative_version = str(self.facts.get("knative_version", "1.14"))
-        self._certs: internal_tls.CertDir | None = None  # internal-tls, made when first used
-        # internal-tls is on for the case running in this thread (cases run concurrently)
-        self._tls_cases = threading.local()
-        self._certs_lock = threading.Lock()
-        sweep(client)  # containers left by runs that died (their owner process is gone)
-
-    @classmethod
-    def provision(
-        cls,
-        release: Release,
-        *,
-        apps: list[str],
-        run_id: str,
-        keep: bool = False,
-        progress: Callable[[str], None] = print,
-    ) -> LocalPlatform:
-        """Engine, base, queue-proxy and app images for ``release`` (cached), then the platform."""
-        from ..builders import images
-        from ..knative import manifests
-
-        release_image, why = manifests.release_queue_proxy_image(release)
-        progress(f"release queue-proxy image: {release_image or 'not known'} ({why})")
-        result = images.provision_local(
-            release.version,
-            release.go_module_version,
-            apps=apps,
-            release_image=release_image,
-            progress=progress,
-        )
-        return cls(
-            images.docker_client(),
-            queue_proxy_image=result.queue_proxy_image,
-            pause_image=result.base_image,
-            app_images=dict(result.app_images),
-            run_id=run_id,
-            keep=keep,
-            facts={
-                "knative_version": release.version,
-                "ingress": "none (direct to queue-proxy)",
-                **result.describe(),
-            },
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "platform": "local",
-            "queue_proxy_image": self.queue_proxy_image,
-            "app_images": self.app_images,
-            **self.facts,
-        }
-
-    def configure(
-        self, config: KnativeConfig, scenario: Scenario
-    ) -> contextlib.AbstractContextManager[None]:
-        """Nothing cluster-wide exists here; a config that needs it cannot run locally.
-        ``internal-tls`` is per pod: the pods made inside get Knative's certificates."""
-        if config.changes_cluster() or scenario.activator_replicas:
-            raise LocalPlatformError(
-                f"Knative config {config.name!r} / scenario {scenario.name!r} change the "
-                "cluster's Knative configuration: they need --platform=kind or existing"
-            )
-        if config.name == internal_tls.CONFIG:
-            return self._internal_tls()
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def _internal_tls(self) -> Iterator[None]:
-        """Pods made meanwhile mount the namespace's serving certificate (one CA and one
-        certificate per platform, as Knative makes one Secret per namespace)."""
-        version = str(self.facts.get("knative_version", "1.14"))
-        why_not = internal_tls.unsupported(version)
-        if why_not is not None:
-            raise LocalPlatformError(why_not)
-        with self._certs_lock:
-            if self._certs is None:
-                issued = internal_tls.issue(RevisionSpec.namespace)
-                self._certs = internal_tls.CertDir(issued, version)
-        self._tls_cases.on = True
-        try:
-            yield
-        finally:
-            self._tls_cases.on = False
-
-    def pod(
-        self,
-        app: str,
-        image: str | None,
-        timeout_seconds: int,
-        *,
-        scale: int = 1,
-        max_scale: int | None = None,
-        target_burst_capacity: int | None = None,
-        annotations: dict[str, str] | None = None,
-        response_start_timeout_seconds: int | None = None,
-        idle_timeout_seconds: int | None = None,
-    ) -> LocalPod:
-        """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
-
-        One pod, no autoscaler, no activator: only ``scale=1`` and no other revision knobs.
-        """
-        if scale != 1 or max_scale not in (None, 1) or target_burst_capacity or annotations:
-            raise LocalPlatformError(
-                f"the local platform runs one pod without autoscaler or activator (scale={scale}, "
-                f"max_scale={max_scale}, target_burst_capacity={target_burst_capacity}, "
-                f"annotations={annotations}): use a cluster platform"
-            )
-        app_image = image or self.app_images[app]
-        revision = RevisionSpec(
-            service=app,
-            revision=f"{app}-00001",
-            timeout_seconds=timeout_seconds,
-            response_start_timeout_seconds=response_start_timeout_seconds or 0,
-            idle_timeout_seconds=idle_timeout_seconds or 0,
-            knative_version=self.knative_version,
-        )
-        return LocalPod(
-            self.client,
-            app_image=app_image,
-            queue_proxy_image=self.queue_proxy_image,
-            pause_image=self.pause_image,
-            revision=revision,
-            run_id=self.run_id,
-            keep=self.keep,
-            certs=self._certs if getattr(self._tls_cases, "on", False) else None,
-        )
-
-    def close(self) -> None:
-        if not self.keep:
-            sweep(self.client, self.run_id)
-        if self._certs is not None:
-            self._certs.close()
-            self._certs = None
