@@ -1,6 +1,6 @@
 """kind platform plumbing: preflight errors, arguments and cleanup on failure.
 
-A real kind cluster takes minutes and a built node image (the kind-e2e run, see README),
+A real kind cluster takes minutes and a built node image (the kind-e2e run, see docs/verified.md),
 so these fast tests give the platform a recording stand-in for the kind command that
 answers ``kind version/get/create/delete`` and keeps the config it was given; what is
 checked is what this project passes to kind and what it does when kind fails.

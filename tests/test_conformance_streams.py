@@ -8,7 +8,7 @@ app is the recorded Knative failure of 1.14 (queue-proxy exits at the end of its
 with the hijacked websocket connections open): xfail(strict=True), every session cut
 with no close frame, signed queue-proxy. About 5 minutes (queue-proxy's 30 s quiet
 period is real). The python apps, response-start-timeout and the fixed releases ran by
-hand (README, known-failures table).
+hand (docs/known-failures.md).
 """
 
 from __future__ import annotations
