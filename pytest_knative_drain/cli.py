@@ -193,6 +193,29 @@ def cmd_push_apps(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Two drain reports side by side; exit 1 on a regression, 2 on input it cannot read."""
+    from .evidence import compare
+
+    try:
+        old = compare.load_report(args.old, "OLD")
+        new = compare.load_report(args.new, "NEW")
+        result = compare.compare(old, new, args.old, args.new)
+    except compare.CompareError as exc:
+        print(f"knative-drain compare: {exc}", file=sys.stderr)
+        return 2
+    text = compare.render_markdown(result)
+    print(text, end="")
+    if args.summary:
+        try:
+            with open(args.summary, "a", encoding="utf-8") as out:  # GITHUB_STEP_SUMMARY appends
+                out.write(text)
+        except OSError as exc:
+            print(f"knative-drain compare: --summary {args.summary}: {exc}", file=sys.stderr)
+            return 2
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knative-drain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--app", dest="apps", action="append", default=None, help="repeatable; default: all"
     )
     push.set_defaults(func=cmd_push_apps)
+
+    comp = sub.add_parser(
+        "compare",
+        help="two drain reports side by side: exit 1 on a regression (markdown on stdout)",
+    )
+    comp.add_argument("old", help="the earlier run's drain report (--drain-report JSON)")
+    comp.add_argument("new", help="the later run's drain report")
+    comp.add_argument(
+        "--summary",
+        default=None,
+        help="also append the markdown here (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    comp.set_defaults(func=cmd_compare)
     return parser
 
 
