@@ -194,3 +194,26 @@ def test_a_long_request_on_an_ended_pod_makes_the_run_count():
     dropped = RequestRecord(id=1, batch="long", url="u", status=502, body="EOF")
     r = _burst([_long(0, "pod-a"), dropped], ended=["pod-b"])
     assert r.catches == {"queue-proxy"} and not any("inconclusive" in p for p in r.problems)
+
+
+class _Event:
+    def __init__(self, name: str, mono: float, detail: str = "") -> None:
+        self.name, self.mono, self.detail = name, mono, detail
+
+
+def test_sigkill_hint_blames_the_app_only_when_its_container_was_killed() -> None:
+    app_killed = result([ok(i) for i in range(3)], killed=["user-container"], gone=120.0)
+    assert any("the app never exited on SIGTERM" in p for p in app_killed.problems)
+    # kind, 1.14.2, streaming-long @response-start-timeout: the app exited 0 on its own,
+    # queue-proxy held the streams until its SIGKILL at the end of the grace period
+    held = result([ok(i) for i in range(3)], killed=["queue-proxy"], gone=120.0)
+    held.events = [
+        _Event("user-container exited", 73.2, "exit code 0 (Completed), finishedAt 00:17:53"),
+        _Event("queue-proxy exited", 120.4, "exit code 137 (Error) after SIGKILL"),
+    ]
+    judge_result(held)
+    [problem] = [p for p in held.problems if "SIGKILL" in p]
+    assert "never exited" not in problem
+    assert "the app exited on its own (exit code 0 (Completed)" in problem
+    assert "seen 73.2 s after the trigger): queue-proxy held on" in problem
+    assert "sigkill" in held.catches  # what was caught does not change, only what it says

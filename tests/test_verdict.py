@@ -171,3 +171,61 @@ def test_failure_table_groups() -> None:
 def test_empty_run_is_vacuous_but_accounted() -> None:
     s = summarize([], planned=0)
     assert s.strict_sli == 1.0 and s.total == 0
+
+
+def test_upstream_sli_excludes_only_cuts_before_any_response_byte() -> None:
+    """spoof retries a round trip that failed before its headers; a stream cut or timed out
+    after its headers and body lines is an error the upstream test itself would see."""
+    before = [rec(0, error="timeout"), rec(1, error="empty_reply"), rec(2, error="reset")]
+    after = [
+        rec(3, error="timeout", status=200, headers_mono=2.0, bytes_received=683),
+        rec(4, error="reset", status=200, headers_mono=2.0, bytes_received=10),
+    ]
+    s = summarize(before + after)
+    assert s.strict_sli == 0.0
+    assert s.upstream_sli == pytest.approx(3 / 5)
+    websocket = rec(5, error="reset", kind="websocket")  # no spoof round trip at all
+    assert summarize([websocket]).upstream_sli == 0.0
+
+
+def _report_records(path: str, scenario: str, config: str, app: str) -> list[RequestRecord]:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "evidence"
+    report = json.loads((root / path).read_text())
+    [case] = [
+        s
+        for s in report["scenarios"]
+        if (s["scenario"], s["config"]["name"], s["app"]) == (scenario, config, app)
+    ]
+    return [RequestRecord.from_dict(r) for r in case["records"]]
+
+
+def test_upstream_sli_of_streams_cut_after_their_lines_on_a_real_cluster_is_zero() -> None:
+    """kind, Knative 1.14.2: 20 streams got headers and every line, then no end until the
+    client's timeout (response-start-timeout bug). The report of that run said upstream
+    1.000; Knative's client would have failed every one."""
+    records = _report_records(
+        "2026-12-01-kind-1.14-concurrent/kind/drain-report.json",
+        "streaming-long",
+        "response-start-timeout",
+        "go-shutdown",
+    )
+    assert len(records) == 20 and all(r.error == "timeout" and r.headers_mono for r in records)
+    s = summarize(records)
+    assert (s.strict_sli, s.upstream_sli) == (0.0, 0.0)
+
+
+def test_upstream_sli_still_excludes_empty_replies_on_a_real_run() -> None:
+    """local, Knative 1.7.0: queue-proxy closed 50 connections before any answer; spoof
+    would have resent them, so the upstream-equivalent figure stays 1.0 beside strict 0."""
+    records = _report_records(
+        "2026-12-01-local-replay/local-1.7.0/drain-report.json",
+        "pod-delete-long",
+        "default",
+        "go-shutdown",
+    )
+    s = summarize(records)
+    assert s.classes == {"empty_reply": 50}
+    assert (s.strict_sli, s.upstream_sli) == (0.0, 1.0)

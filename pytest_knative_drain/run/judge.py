@@ -34,8 +34,27 @@ CLASSES = (
 SIGNATURES = ("queue-proxy", "activator", "ingress", "unknown")
 
 #: Transport failures that Knative's test client (knative/pkg test/spoof) silently
-#: retries for up to 5 minutes; the upstream-equivalent SLI does not count them.
+#: retries for up to 5 minutes, when they end the round trip before any response byte;
+#: the upstream-equivalent SLI does not count them (see ``upstream_retried``).
 UPSTREAM_RETRIED = frozenset({"refused", "reset", "empty_reply", "timeout"})
+
+
+def upstream_retried(record: RequestRecord, cls: str) -> bool:
+    """Would Knative's spoof client have sent this request again and never seen it fail?
+
+    spoof retries the round trip on a timeout, refused, reset or EOF: an error before the
+    response's headers. Once headers (or any byte) came, the failure is a read error of the
+    body the test itself sees, and a 5xx is an answer: neither is retried. A websocket
+    session is no spoof round trip at all.
+    """
+    return (
+        cls in UPSTREAM_RETRIED
+        and record.kind == "http"
+        and record.headers_mono is None
+        and record.status is None
+        and not record.bytes_received
+    )
+
 
 # What Knative and Envoy write as error bodies, read in the sources (knative/serving tags
 # knative-v1.10.0, v1.14.2, v1.17.0, v1.19.0, v1.23.0 and main; knative/pkg at the commit each

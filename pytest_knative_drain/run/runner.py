@@ -248,12 +248,7 @@ def judge_result(result: ScenarioResult) -> None:
     forced = TRIGGERS[result.trigger].grace_s == 0  # a kill by design, not the app's doing
     if result.killed and not forced:
         catches.add("sigkill")
-        grace = result.timeout_seconds or result.plan.timeout_seconds
-        problems.append(
-            f"deletion took the full grace period ({grace} s): SIGKILL "
-            f"of {', '.join(result.killed)}; the app never exited on SIGTERM "
-            "(shell-form CMD keeps /bin/sh as PID 1?)"
-        )
+        problems.append(sigkill_problem(result))
     inconclusive = _cut_batch_problem(result)
     if inconclusive:
         problems.append(inconclusive)
@@ -263,6 +258,33 @@ def judge_result(result: ScenarioResult) -> None:
         problems.append(f"pod gone {result.gone_after_s} s after delete; must be <= {limit:g} s")
     result.problems = problems
     result.catches = catches
+
+
+def sigkill_problem(result: ScenarioResult) -> str:
+    """What a SIGKILL at the end of the grace period says, as far as the timeline shows it.
+
+    Only a SIGKILLed user container means the app never exited on SIGTERM. When the app
+    exited on its own and something else was SIGKILLed (queue-proxy holding a response,
+    an activator), saying the app ignored SIGTERM would blame the wrong component.
+    """
+    grace = result.timeout_seconds or result.plan.timeout_seconds
+    killed = ", ".join(result.killed)
+    head = f"deletion took the full grace period ({grace} s): SIGKILL of {killed}"
+    if "user-container" in result.killed:
+        return head + "; the app never exited on SIGTERM (shell-form CMD keeps /bin/sh as PID 1?)"
+    exits = [
+        e
+        for e in result.events
+        if e.name == "user-container exited" and "SIGKILL" not in getattr(e, "detail", "")
+    ]
+    if exits and result.t0_mono is not None:
+        first = min(exits, key=lambda e: e.mono)
+        return (
+            f"{head}; the app exited on its own ({first.detail}; seen "
+            f"{first.mono - result.t0_mono:.1f} s after the trigger): {killed} held on until "
+            "the end of the grace period"
+        )
+    return head
 
 
 def _cut_batch_problem(result: ScenarioResult) -> str | None:

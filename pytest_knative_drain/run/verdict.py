@@ -16,7 +16,15 @@ from typing import Any
 
 from ..load.records import RequestRecord
 from .diagnosis import attribute, diagnose, explaining_event, record_verdict
-from .judge import CLASSES, HINTS, SIGNATURES, UPSTREAM_RETRIED, Judgement, judge
+from .judge import (
+    CLASSES,
+    HINTS,
+    SIGNATURES,
+    UPSTREAM_RETRIED,
+    Judgement,
+    judge,
+    upstream_retried,
+)
 
 __all__ = [
     "CLASSES",
@@ -34,6 +42,7 @@ __all__ = [
     "record_verdict",
     "start_skew",
     "summarize",
+    "upstream_retried",
 ]
 
 
@@ -83,7 +92,8 @@ def summarize(
     records: Sequence[RequestRecord], planned: int | None = None, events: Sequence[Any] = ()
 ) -> Summary:
     """Strict SLI counts every failure and every missing request; upstream SLI
-    excludes transport errors that Knative's spoof client would have retried.
+    excludes transport errors that Knative's spoof client would have retried (those
+    before any response byte: ``upstream_retried``).
     ``events``: the pod's timeline, for ``diagnose``."""
     planned = len(records) if planned is None else planned
     judgements = [diagnose(r, events) for r in records]
@@ -93,7 +103,7 @@ def summarize(
     failures = len(records) - ok
     denominator = max(planned, len(records))
     missing = denominator - len(records)
-    retried = sum(classes.get(c, 0) for c in UPSTREAM_RETRIED)
+    retried = sum(upstream_retried(r, j.cls) for r, j in zip(records, judgements, strict=True))
     strict = ok / denominator if denominator else 1.0
     upstream = (ok + retried) / denominator if denominator else 1.0
     batches: dict[str, dict[str, int]] = {}
