@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .knative import catalog
+from .knative.kubernetes import KubernetesChoice
 
 
 def _release(
@@ -109,7 +110,15 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
     release = _release(parser, args.knative_version, args.platform)
     if args.platform == "kind":
-        return _provision_kind(release)
+        from .knative import kubernetes as kube_versions
+
+        try:
+            choice = kube_versions.resolve(release, args.kubernetes_version)
+        except kube_versions.KubernetesVersionError as exc:
+            parser.error(str(exc))
+        return _provision_kind(release, choice)
+    if args.kubernetes_version:
+        parser.error(f"--kubernetes-version={args.kubernetes_version}: only with --platform=kind")
     unknown = [a for a in args.apps or [] if a not in APPS]
     if unknown:
         parser.error(f"--app {', '.join(unknown)}: accepted: {', '.join(APPS)}")
@@ -130,7 +139,7 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return 0
 
 
-def _provision_kind(release: catalog.Release) -> int:
+def _provision_kind(release: catalog.Release, choice: KubernetesChoice) -> int:
     """Build everything a kind cluster of ``release`` needs here (cached; no cluster made)."""
     from .builders.gomod import GoBuildError
     from .builders.rootfs import ImagesError
@@ -140,7 +149,13 @@ def _provision_kind(release: catalog.Release) -> int:
     started = time.monotonic()
     try:
         runtime = ensure_privileged_runtime()
-        stack = build_kind_stack(release.version)
+        print(f"Kubernetes {choice.version}, kind {choice.kind_version}: {choice.reason}")
+        stack = build_kind_stack(
+            release.version,
+            kubernetes_version=choice.version,
+            kind_version=choice.kind_version,
+            kubernetes_reason=choice.reason,
+        )
     except (GoBuildError, ImagesError, PrivilegedRuntimeError) as exc:
         print(f"knative-drain provision --platform=kind: {exc}", file=sys.stderr)
         return 1
@@ -250,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     prov = sub.add_parser("provision", help="build/start what a platform needs (idempotent)")
     prov.add_argument("--platform", default="local")
     prov.add_argument("--knative-version", default="1.14")
+    prov.add_argument(
+        "--kubernetes-version",
+        default=None,
+        help="--platform=kind: a minor (1.34) or patch (v1.34.12); default: the release's",
+    )
     prov.add_argument(
         "--app",
         dest="apps",

@@ -137,6 +137,7 @@ def drain_platform(
                 manifests_dir=options.knative_manifests_dir,
                 kubeconfig=options.kubeconfig,
                 build=options.kind_build,
+                kubernetes=options.kubernetes,
                 keep=options.keep,
                 host_port=options.ingress_port,
                 workers=_workers(request.session),

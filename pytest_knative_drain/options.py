@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from .knative import catalog
+from .knative import kubernetes as kube_versions
 
 PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
@@ -103,6 +104,14 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "cases that change cluster-wide Knative configuration always run alone).",
         "auto",
     ),
+    (
+        "kubernetes_version",
+        "--kubernetes-version",
+        "--platform=kind: the Kubernetes of the cluster, a minor (1.34) or a patch "
+        "(v1.34.12); default: the newest one the release is tested on that builds here. "
+        "Below the release's minimum it is refused.",
+        None,
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -130,6 +139,8 @@ class DrainOptions:
     #: --knative-version (or the ini key) as given; None when the default applies. An
     #: existing cluster runs what it runs: this only says whether the user asked otherwise.
     knative_version_requested: str | None = None
+    #: --platform=kind: the Kubernetes its cluster runs (built here) and why; None elsewhere
+    kubernetes: kube_versions.KubernetesChoice | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -207,10 +218,29 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         kind_build=_choice(config, "kind_build", "--kind-build", KIND_BUILDS, "auto"),
         drain_concurrency=_concurrency(config),
         knative_version_requested=str(requested) if requested else None,
+        kubernetes=_kubernetes(config, release, platform),
     )
     # last: the only check that reads a file the user may not expect us to read
     _check_cluster_access(kubeconfig_path, context, platform)
     return options
+
+
+def _kubernetes(
+    config: pytest.Config, release: catalog.Release, platform: str
+) -> kube_versions.KubernetesChoice | None:
+    """kind's Kubernetes: asked, else the release's default; refused below its minimum."""
+    asked = _raw(config, "kubernetes_version")
+    if platform != "kind":
+        if asked is not None:
+            raise pytest.UsageError(
+                f"--kubernetes-version={asked} only applies to --platform=kind (an existing "
+                "cluster runs its own; local has no Kubernetes)"
+            )
+        return None
+    try:
+        return kube_versions.resolve(release, None if asked is None else str(asked))
+    except kube_versions.KubernetesVersionError as exc:
+        raise pytest.UsageError(f"{exc} (or ini key 'kubernetes_version')") from None
 
 
 def _registry(config: pytest.Config, platform: str) -> str | None:

@@ -64,6 +64,11 @@ BAD: dict[str, Bad] = {
     ),
     "kind_build": Bad("bogus", ("auto, release, here",)),
     "drain_concurrency": Bad("0", ("a whole number >= 1", "auto")),
+    "kubernetes_version": Bad(
+        "1.31",
+        ("Knative 1.23.0 needs Kubernetes >= 1.34",),
+        ("--platform=kind", "--knative-version=1.23"),
+    ),
     "kubeconfig": Bad("no-such-kubeconfig", ("no such file",), ("--platform=existing",)),
     "keep_cluster": Bad("maybe", ("true or false",), switch=True),
 }

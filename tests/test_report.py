@@ -220,3 +220,27 @@ def test_save_never_raises_even_when_nothing_can_be_written(
     lines = report.save(tmp_path / "file" / "run.json")
     assert [line.split(":", 1)[0] for line in lines] == ["drain report LOST"] * 2
     assert all("\n" not in line and "nor " in line for line in lines)
+
+
+def test_a_kind_report_names_what_ran_never_the_catalog_pins() -> None:
+    """The 2026-12-01 kind report named kindest/node:v1.28.7 (the catalog's pin) and Kourier
+    1.14.0 where a node image of v1.31.14 and Kourier 1.21.0 built here ran."""
+    report = DrainReport(options("kind"))
+    built = "knative-drain/kind-node:v1.34.12"
+    report.environment.update(
+        kind_node_image=built,
+        kubernetes_version="v1.34.12",
+        kind_version="v0.30.0",
+        ingress="kourier 1.21.0 (envoy 1.36.4) (serving 1.14.2)",
+    )
+    data = report.to_dict()
+    assert data["kubernetes"] == {
+        "version": "v1.34.12",
+        "kind_version": "v0.30.0",
+        "node_image": built,
+    }
+    assert data["ingress"].startswith("kourier 1.21.0")
+    knative = data["knative"]
+    assert "kourier_version" not in knative and "kind_node_image" not in knative
+    assert knative["catalog_pins"]["kourier_version"] == "1.14.0"  # kept, but as a pin
+    assert f"| node image | {built} |" in report.to_markdown(data)

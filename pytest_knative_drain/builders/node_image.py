@@ -198,7 +198,7 @@ def ensure_node_base(
     crictl = build_crictl(progress)
     return ensure_rootfs_image(
         client,
-        NODE_BASE,
+        f"{NODE_BASE}-kind-{kind_version}",  # one per kind release: each has its own files
         NODE_PACKAGES,
         kind="kind-node-base",
         recipe=[RECIPE, kind_version, CRI_TOOLS],

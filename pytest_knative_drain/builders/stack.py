@@ -17,8 +17,8 @@ from ..host.docker_engine import docker_client, ensure_engine
 from . import gomod, kind_cli, knative, kourier, kubernetes, node_image
 
 Progress = Callable[[str], None]
-#: Kubernetes built for the kind nodes: the newest release whose modules resolve here
-#: and that every Knative release built here accepts (1.14: >= 1.28; 1.18: >= 1.31).
+#: Kubernetes built for the kind nodes when the caller names none; the platform picks one
+#: per release (knative/kubernetes.py: ``--kubernetes-version``, else the release's default)
 KUBERNETES_VERSION = "v1.31.14"
 
 
@@ -36,6 +36,7 @@ class KindStack:
     ingress: str
     notes: list[str] = field(default_factory=list)
     steps: dict[str, float] = field(default_factory=dict)
+    kubernetes_reason: str = ""  # why this Kubernetes (knative/kubernetes.py)
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run's report: what was built and what was substituted."""
@@ -44,14 +45,23 @@ class KindStack:
             "kind_version": self.kind_version,
             "node_image": self.node_image,
             "kubernetes_version": self.kubernetes_version,
+            "kubernetes_reason": self.kubernetes_reason,
             "ingress": self.ingress,
             "build_notes": self.notes,
             "build_steps_s": {k: round(v, 1) for k, v in self.steps.items()},
         }
 
 
-def build_kind_stack(knative_version: str, progress: Progress = print) -> KindStack:
-    """Build (or reuse) kind, the node image, Serving and Kourier for ``knative_version``."""
+def build_kind_stack(
+    knative_version: str,
+    progress: Progress = print,
+    *,
+    kubernetes_version: str = KUBERNETES_VERSION,
+    kind_version: str = kind_cli.KIND_VERSION,
+    kubernetes_reason: str = "",
+) -> KindStack:
+    """Build (or reuse) kind, the node image, Serving and Kourier for ``knative_version``
+    on a node image of ``kubernetes_version``, run by kind ``kind_version``."""
     steps: dict[str, float] = {}
     notes: list[str] = []
 
@@ -65,13 +75,13 @@ def build_kind_stack(knative_version: str, progress: Progress = print) -> KindSt
     ensure_engine()
     client = docker_client(timeout=1800)
     try:
-        kind = timed("kind", lambda: kind_cli.ensure_kind(kind_cli.KIND_VERSION, progress))
+        kind = timed("kind", lambda: kind_cli.ensure_kind(kind_version, progress))
         k8s_build = timed(
-            "kubernetes binaries", lambda: kubernetes.build_binaries(KUBERNETES_VERSION, progress)
+            "kubernetes binaries", lambda: kubernetes.build_binaries(kubernetes_version, progress)
         )
         notes += [f"module substituted: {s}" for s in k8s_build.substitutions]
-        source = Path(gomod.download("k8s.io/kubernetes", KUBERNETES_VERSION)["Dir"])
-        versions = kubernetes.kubeadm_versions(KUBERNETES_VERSION, source)
+        source = Path(gomod.download("k8s.io/kubernetes", kubernetes_version)["Dir"])
+        versions = kubernetes.kubeadm_versions(kubernetes_version, source)
         cp = timed(
             "control-plane images",
             lambda: kubernetes.ensure_control_plane_images(client, k8s_build, versions, progress),
@@ -80,7 +90,7 @@ def build_kind_stack(knative_version: str, progress: Progress = print) -> KindSt
             "node image",
             lambda: node_image.ensure_node_image(
                 client,
-                kind_version=kind_cli.KIND_VERSION,
+                kind_version=kind_version,
                 build=k8s_build,
                 versions=versions,
                 images={c: o.tag for c, o in cp.items()},
@@ -92,7 +102,7 @@ def build_kind_stack(knative_version: str, progress: Progress = print) -> KindSt
         )
         ingress = timed(
             "kourier",
-            lambda: kourier.build_kourier(client, knative_version, KUBERNETES_VERSION, progress),
+            lambda: kourier.build_kourier(client, knative_version, kubernetes_version, progress),
         )
     finally:
         client.close()
@@ -112,12 +122,13 @@ def build_kind_stack(knative_version: str, progress: Progress = print) -> KindSt
     return KindStack(
         knative_version=knative_version,
         kind=kind,
-        kind_version=kind_cli.KIND_VERSION,
+        kind_version=kind_version,
         node_image=node.tag,
-        kubernetes_version=KUBERNETES_VERSION,
+        kubernetes_version=kubernetes_version,
         manifests_dir=serving.manifests_dir,
         load_images=images,
         ingress=f"{ingress_name} (serving {knative_version})",
         notes=notes,
         steps=steps,
+        kubernetes_reason=kubernetes_reason,
     )

@@ -120,9 +120,9 @@ class DrainReport:
         """
         release = self.options.release
         if version == release.version:
-            return release.to_dict()
+            return _pins_apart(release.to_dict())
         try:
-            measured: dict[str, Any] = catalog.resolve(version).to_dict()
+            measured: dict[str, Any] = _pins_apart(catalog.resolve(version).to_dict())
         except catalog.CatalogError:
             measured = {"version": version, "in_catalog": False}
         measured["source"] = self.environment.get("knative_version_source")
@@ -391,3 +391,23 @@ def _failures_short(result: ScenarioResult) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+#: what the catalog pins to install a release from its published artefacts; what a run
+#: used instead (a node image and Kourier built here, a vendor's own ingress) is in the
+#: report's ``kubernetes`` and ``ingress``, so these never stand in for what ran
+CATALOG_PINS = (
+    "kourier_version",
+    "kourier_tag",
+    "kind_node_image",
+    "min_kind_version",
+    "node_image_reason",
+    "kind_node_kubernetes",
+)
+
+
+def _pins_apart(release: dict[str, Any]) -> dict[str, Any]:
+    """The release's facts, with the catalog's install pins under ``catalog_pins``."""
+    pins = {k: release.pop(k) for k in CATALOG_PINS if k in release}
+    release["catalog_pins"] = pins
+    return release

@@ -25,7 +25,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..host.docker_engine import state_dir
 from ..knative import kind_plan
+from ..knative import kubernetes as kube_versions
 from ..knative.catalog import Release
+from ..knative.kubernetes import KubernetesChoice
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
 from .cluster.api import (
@@ -187,6 +189,7 @@ class KindPlatform(ServingPlatform):
         kind_path: str | Path | None = None,
         kubeconfig: Path | None = None,
         build: str = "auto",
+        kubernetes: KubernetesChoice | None = None,
         progress: Progress = _print,
     ) -> KindPlatform:
         """Preflight (kind, Docker, images, manifests), cluster, Knative install, image load.
@@ -213,7 +216,8 @@ class KindPlatform(ServingPlatform):
             )
         except kind_plan.KindPlanError as exc:
             raise ClusterError(f"--platform=kind: {exc}") from None
-        stack, sources = _stack_and_manifests(release, manifests_dir, build, progress)
+        kubernetes = kubernetes or kube_versions.default_for(release)
+        stack, sources = _stack_and_manifests(release, manifests_dir, build, kubernetes, progress)
         if stack is not None:
             kind, kind_version = stack.kind, stack.kind_version
         else:
@@ -251,6 +255,7 @@ class KindPlatform(ServingPlatform):
         )
         facts: dict[str, Any] = {
             "kind_version": kind_version,
+            "kind_node_image": node_image,  # what the nodes run, built here or the release pin
             "docker_version": docker_version,
             "cluster_name": cluster_name,
             "reused_cluster": reuse,
@@ -354,7 +359,7 @@ class KindPlatform(ServingPlatform):
         return {
             "platform": "kind",
             "knative_version": self.release.version,
-            "node_image": self.release.kind_node_image,
+            "node_image": self.facts.get("kind_node_image", self.release.kind_node_image),
             "ingress": f"Kourier NodePort {kind_plan.NODE_PORT} -> 127.0.0.1:{self.ingress_port}",
             "app_images": self.app_images,
             **self.facts,
@@ -453,7 +458,11 @@ def _privileged_runtime(progress: Progress) -> str | None:
 
 
 def _stack_and_manifests(
-    release: Release, manifests_dir: Path | None, build: str, progress: Progress
+    release: Release,
+    manifests_dir: Path | None,
+    build: str,
+    kubernetes: KubernetesChoice,
+    progress: Progress,
 ) -> tuple[Any, dict[str, Path]]:
     """(built stack or None, manifest paths): release artefacts, or everything built here."""
     if build not in ("auto", "release", "here"):
@@ -470,7 +479,13 @@ def _stack_and_manifests(
     from ..builders.stack import build_kind_stack
 
     try:
-        stack = build_kind_stack(release.version, progress)
+        stack = build_kind_stack(
+            release.version,
+            progress,
+            kubernetes_version=kubernetes.version,
+            kind_version=kubernetes.kind_version,
+            kubernetes_reason=kubernetes.reason,
+        )
     except (GoBuildError, BuildImagesError) as exc:
         raise ClusterError(f"--platform=kind: building the cluster stack failed: {exc}") from None
     names = ("serving-crds", "serving-core", "kourier")
