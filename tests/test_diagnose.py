@@ -120,3 +120,71 @@ def test_exits_in_one_status_update_do_not_say_who_cut() -> None:
     assert verdict.diagnose(cut(32.5), CLUSTER_END).signature == "unknown"
     # the same cut on the local platform's timeline (exits 0.1 s apart) is queue-proxy's
     assert verdict.diagnose(cut(32.0), TIMELINE).signature == "queue-proxy"
+
+
+def _real_case(path: str, scenario: str, config: str, app: str):
+    """Records and the pod timeline of one case of a committed real-cluster report, the
+    exits stamped as the pod watch now stamps them (kubelet's finishedAt)."""
+    import json
+    from pathlib import Path
+
+    from pytest_knative_drain.load.records import RequestRecord
+    from pytest_knative_drain.platforms.cluster.pod_watch import at_finished_time
+    from pytest_knative_drain.platforms.pod import PodEvent
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "evidence" / path).read_text())
+    [case] = [
+        s
+        for s in report["scenarios"]
+        if (s["scenario"], s["config"]["name"], s["app"]) == (scenario, config, app)
+    ]
+    events = [
+        at_finished_time(PodEvent(e["pod"], e["name"], e["mono"], e["wall"], e["detail"]))
+        for e in case["events"]
+    ]
+    return [RequestRecord.from_dict(r) for r in case["records"]], sorted(
+        events, key=lambda e: e.mono
+    )
+
+
+RERUN = "2026-12-01-kind-1.14-concurrent/kind-rerun-streams/drain-report.json"
+
+
+def test_a_stream_queue_proxy_held_on_a_real_cluster_is_signed_queue_proxy() -> None:
+    """kind, Knative 1.14.2, streaming-long @response-start-timeout, go-shutdown: the app
+    ended every stream and exited 0 (finishedAt delete+73 s); queue-proxy never wrote the
+    terminating chunk and was SIGKILLed at delete+120 s; the killed pod's connections
+    vanished, so the client timed out at delete+252 s. The run signed it `unknown`."""
+    records, events = _real_case(RERUN, "streaming-long", "response-start-timeout", "go-shutdown")
+    t0 = next(e.mono for e in events if e.name == "delete")
+    app = next(e for e in events if e.name == "user-container exited")
+    qp = next(e for e in events if e.name == "queue-proxy exited")
+    assert 72 <= app.mono - t0 <= 75 and 119 <= qp.mono - t0 <= 121  # finishedAt, not seen
+    judged = [verdict.diagnose(r, events) for r in records]
+    assert {(j.cls, j.signature, j.hint) for j in judged} == {
+        ("timeout", "queue-proxy", verdict.HINTS["qp_held"])
+    }
+    assert verdict.summarize(records, events=events).signatures == {"queue-proxy": 20}
+
+
+def test_exits_kubelet_reports_in_one_second_stay_unattributed_on_a_real_cluster() -> None:
+    """websocket-long, go-shutdown, same cluster: queue-proxy and the app both ended at
+    00:42:48 (finishedAt has whole seconds); which of the two cut the sessions cannot be
+    read from this timeline, and the diagnosis says so rather than guess."""
+    records, events = _real_case(RERUN, "websocket-long", "default", "go-shutdown")
+    judged = {(j.signature, j.hint) for j in (verdict.diagnose(r, events) for r in records)}
+    assert judged == {("unknown", verdict.HINTS["exits_together"])}
+
+
+def test_finished_time_never_moves_an_exit_later_and_ignores_other_events() -> None:
+    from pytest_knative_drain.platforms.cluster.pod_watch import at_finished_time
+    from pytest_knative_drain.platforms.pod import PodEvent
+
+    wall = 1796172422.5  # 2026-12-02 00:47:02.5 UTC
+    exited = PodEvent("p", "queue-proxy exited", 100.0, wall, "exit code 0, finishedAt 00:46:14")
+    stamped = at_finished_time(exited)
+    assert (round(stamped.mono, 1), round(stamped.wall, 1)) == (51.5, wall - 48.5)
+    future = PodEvent("p", "queue-proxy exited", 100.0, wall, "exit code 0, finishedAt 00:47:30")
+    assert at_finished_time(future) == future  # yesterday by the clock: keep what was seen
+    other = PodEvent("p", "ready", 100.0, wall, "finishedAt 00:46:14")
+    assert at_finished_time(other) == other

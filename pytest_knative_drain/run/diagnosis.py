@@ -66,6 +66,12 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
         if qp_exit is not None:
             hint = HINTS["qp_exited_ws" if record.kind == "websocket" else "qp_exited"]
             return Judgement(j.cls, "queue-proxy", hint, qp_exit)
+    if j.cls == "timeout" and record.headers_mono is not None and j.signature == "unknown":
+        # the answer began, then never ended: on a cluster a SIGKILLed pod's connections
+        # vanish without a reset, so the client's timeout ends it, long after the kill
+        held = _queue_proxy_killed_holding(record, events)
+        if held is not None:
+            return Judgement(j.cls, "queue-proxy", HINTS["qp_held"], held)
     if long_cut and j.signature == "unknown":
         held = _queue_proxy_held_after_app(record, events)
         if held is not None:
@@ -92,6 +98,31 @@ def _queue_proxy_held_after_app(record: RequestRecord, events: Sequence[Any]) ->
     ]
     app_gone = any(e.name == "user-container exited" and e.mono < end - _BEFORE_S for e in events)
     return killed[0] if killed and app_gone else None
+
+
+def _queue_proxy_killed_holding(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """queue-proxy SIGKILLed while the answer was open, after the app had exited on its
+    own: queue-proxy held what the app had ended. The SIGKILL's exit event, or None."""
+    start, end = record.headers_mono, record.finished_mono
+    if start is None or end is None:
+        return None
+    killed = [
+        e
+        for e in events
+        if e.name == "queue-proxy exited"
+        and start <= e.mono <= end
+        and "SIGKILL" in getattr(e, "detail", "")
+    ]
+    if not killed:
+        return None
+    app_left = [
+        e
+        for e in events
+        if e.name == "user-container exited"
+        and start <= e.mono < killed[0].mono
+        and "SIGKILL" not in getattr(e, "detail", "")
+    ]
+    return killed[0] if app_left else None
 
 
 def _app_left_just_before(record: RequestRecord, events: Sequence[Any]) -> Any:

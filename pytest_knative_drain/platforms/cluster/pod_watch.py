@@ -7,6 +7,9 @@ same words the local platform writes, so the verdict reads both timelines alike.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import re
 import threading
 import time
 from typing import Any
@@ -86,6 +89,31 @@ def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[
     return changes
 
 
+_FINISHED_AT = re.compile(r"finishedAt (\d\d):(\d\d):(\d\d)")
+
+
+def at_finished_time(event: PodEvent) -> PodEvent:
+    """A container's exit stamped at kubelet's ``finishedAt``, not when the watch saw it.
+
+    kubelet reports a pod's container ends together, seconds after they happen (a pod
+    status update); the verdict reads cuts against when each container really ended.
+    ``finishedAt`` has whole seconds: the stamp is at most 1 s early, never later than
+    the observation. As the local platform stamps Docker's own FinishedAt.
+    """
+    found = _FINISHED_AT.search(event.detail) if event.name.endswith(" exited") else None
+    if found is None:
+        return event
+    seen = dt.datetime.fromtimestamp(event.wall, dt.timezone.utc)
+    h, m, s = (int(x) for x in found.groups())
+    finished = seen.replace(hour=h, minute=m, second=s, microsecond=0)
+    if finished > seen:  # the exit was before midnight, the observation after it
+        finished -= dt.timedelta(days=1)
+    ago = (seen - finished).total_seconds()
+    if ago <= 0 or ago > 3600:  # clocks disagree: keep the observation's time
+        return event
+    return dataclasses.replace(event, mono=event.mono - ago, wall=event.wall - ago)
+
+
 class PodWatch:
     """Watches the pods matching ``selector`` in ``namespace`` on a thread; records events.
 
@@ -144,7 +172,8 @@ class PodWatch:
         self._thread.join(self.request_timeout_s + 5)
 
     def _record(self, pod: str, name: str, detail: str) -> None:
-        self.events.append(PodEvent(pod, name, time.monotonic(), time.time(), detail))
+        event = PodEvent(pod, name, time.monotonic(), time.time(), detail)
+        self.events.append(at_finished_time(event))
 
     def _run(self) -> None:
         version = self._version
