@@ -117,9 +117,12 @@ class Kubelet:
 
     def signal(self, role: str, signal: str) -> None:
         """Send ``signal`` to ``role``'s container; one already gone is said, not raised."""
+        container = self.containers.get(role)
+        if container is None:  # the pod removed it after a fault: nothing left to signal
+            return
         self.event(f"{signal} {role}", "")
         try:
-            self.containers[role].kill(signal=signal)
+            container.kill(signal=signal)
         except docker.errors.NotFound:
             self.fault(f"{role} container removed by someone else (seen at {signal})")
         except docker.errors.APIError:  # already exited
@@ -129,7 +132,9 @@ class Kubelet:
 
     def wait_or_kill(self, role: str, deadline: float, termination: Termination) -> None:
         """Wait for ``role`` to exit until ``deadline``, then SIGKILL it and wait again."""
-        container = self.containers[role]
+        container = self.containers.get(role)
+        if container is None:  # the pod removed it after a fault: nothing left to wait for
+            return
         since = time.monotonic()
         try:
             result = container.wait(timeout=max(deadline - time.monotonic(), 0.01))
