@@ -6,6 +6,8 @@ thing (queue-proxy 1.7.0 exiting under a draining app) is tests/test_known_failu
 
 from __future__ import annotations
 
+import evidence_reports
+
 from pytest_knative_drain.load.records import RequestRecord
 from pytest_knative_drain.platforms.pod import PodEvent
 from pytest_knative_drain.run import verdict
@@ -125,26 +127,11 @@ def test_exits_in_one_status_update_do_not_say_who_cut() -> None:
 def _real_case(path: str, scenario: str, config: str, app: str):
     """Records and the pod timeline of one case of a committed real-cluster report, the
     exits stamped as the pod watch now stamps them (kubelet's finishedAt)."""
-    import json
-    from pathlib import Path
-
-    from pytest_knative_drain.load.records import RequestRecord
     from pytest_knative_drain.platforms.cluster.pod_watch import at_finished_time
-    from pytest_knative_drain.platforms.pod import PodEvent
 
-    report = json.loads((Path(__file__).resolve().parents[1] / "evidence" / path).read_text())
-    [case] = [
-        s
-        for s in report["scenarios"]
-        if (s["scenario"], s["config"]["name"], s["app"]) == (scenario, config, app)
-    ]
-    events = [
-        at_finished_time(PodEvent(e["pod"], e["name"], e["mono"], e["wall"], e["detail"]))
-        for e in case["events"]
-    ]
-    return [RequestRecord.from_dict(r) for r in case["records"]], sorted(
-        events, key=lambda e: e.mono
-    )
+    entry = evidence_reports.case(path, scenario, config, app)
+    stamped = [at_finished_time(e) for e in evidence_reports.events(entry)]
+    return evidence_reports.records(entry), sorted(stamped, key=lambda e: e.mono)
 
 
 RERUN = "2026-12-01-kind-1.14-concurrent/kind-rerun-streams/drain-report.json"

@@ -1,5 +1,6 @@
 """Verdict rules on records: classes, signatures, SLIs, accounting."""
 
+import evidence_reports
 import pytest
 
 from pytest_knative_drain.load.records import RequestRecord
@@ -189,17 +190,7 @@ def test_upstream_sli_excludes_only_cuts_before_any_response_byte() -> None:
 
 
 def _report_records(path: str, scenario: str, config: str, app: str) -> list[RequestRecord]:
-    import json
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "evidence"
-    report = json.loads((root / path).read_text())
-    [case] = [
-        s
-        for s in report["scenarios"]
-        if (s["scenario"], s["config"]["name"], s["app"]) == (scenario, config, app)
-    ]
-    return [RequestRecord.from_dict(r) for r in case["records"]]
+    return evidence_reports.records(evidence_reports.case(path, scenario, config, app))
 
 
 def test_upstream_sli_of_streams_cut_after_their_lines_on_a_real_cluster_is_zero() -> None:
