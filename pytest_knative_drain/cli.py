@@ -315,16 +315,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. SIGTERM, SIGHUP and SIGINT unwind it as Ctrl-C does (the
+    signal guard of a pytest run): builds cut short remove their temporary and staging
+    directories and stop their ``go`` children; the exit code is 128 + the signal."""
+    from .host.signals import Interrupted, SignalGuard
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    guard = SignalGuard.install()
     try:
         return args.func(args, parser)
+    except Interrupted as exc:
+        print(f"knative-drain {args.command}: {exc.signame} received: stopped, "
+              f"its temporary files removed", file=sys.stderr)  # fmt: skip
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"knative-drain {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if guard is not None:
+            guard.uninstall()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,91 @@ def test_cleanup_dry_run_lists_and_removes_nothing() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("thing(s)")
     assert "kind cluster" not in proc.stdout
+
+
+def test_sigterm_stops_a_command_with_exit_143_and_one_line(tmp_path: Path) -> None:
+    """A CI cancel (SIGTERM) mid-load: the guard unwinds the command as Ctrl-C would."""
+    with LoopbackServer("ok") as srv:
+        proc = subprocess.Popen(
+            [*CLI, "load", srv.url + "?sleep=60000", "--requests", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while srv.requests < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.requests == 2, "the load never reached the server"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "knative-drain load: SIGTERM received: stopped" in err
+    assert "Traceback" not in err
+
+
+GO_BUILD_INTERRUPTED = """
+import sys, tempfile
+from pathlib import Path
+from pytest_knative_drain.builders import gomod
+from pytest_knative_drain.host.signals import Interrupted, SignalGuard
+
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+guard = SignalGuard.install()
+try:
+    with gomod.staged(out) as staging:
+        (staging / "half-built").write_text("x")
+        print("building", flush=True)
+        gomod.build({".": "prog"}, staging, cwd=work, env=gomod.go_env(GOCACHE=sys.argv[3]))
+except Interrupted as exc:
+    print("interrupted", exc.signame, flush=True)
+finally:
+    guard.uninstall()
+"""
+
+
+def test_a_go_build_cut_by_sigterm_leaves_no_work_dir_staging_or_compiler(tmp_path: Path) -> None:
+    """Measured first: ``go build`` dies on SIGTERM leaving its go-build* work dir and its
+    compile children; run_go must remove the one and kill the others, and ``staged`` must
+    leave no half-built cache entry."""
+    work = tmp_path / "prog"
+    work.mkdir()
+    (work / "go.mod").write_text("module example.local/prog\n\ngo 1.22\n")
+    # a cold cache of its own: net/http and its deps take go well over the 3 s below
+    (work / "main.go").write_text('package main\n\nimport _ "net/http"\n\nfunc main() {}\n')
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "cache" / "prog-r1"
+    out.parent.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GO_BUILD_INTERRUPTED, str(work), str(out), str(tmp_path / "gc")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "building"
+    deadline = time.monotonic() + 60
+    while not _go_processes(tmpdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # compile children running, the work dir filling
+    assert _go_processes(tmpdir), "go was never seen running"
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=60)
+    assert rest.strip() == "interrupted SIGTERM", err
+    assert list(tmpdir.iterdir()) == []  # no knative-drain-go-*, no go-build*
+    assert list(out.parent.iterdir()) == []  # neither prog-r1 nor prog-r1.tmp
+    time.sleep(0.5)
+    assert _go_processes(tmpdir) == []
+
+
+def _go_processes(tmpdir: Path) -> list[int]:
+    """Processes whose environment points GOTMPDIR into ``tmpdir`` (go and its children)."""
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"GOTMPDIR={tmpdir}".encode() in env.read_bytes():
+                found.append(int(env.parent.name))
+        except OSError:
+            continue
+    return found

@@ -9,17 +9,21 @@ builds name what they substituted (``Substitution``) so reports can say so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ..host.signals import shielded
 
 Progress = Callable[[str], None]
 BUILD_TIMEOUT_S = 3600
@@ -98,23 +102,62 @@ def nearest_resolvable(module: str, version: str, proxy: str | None = None) -> s
 
 
 def run_go(args: list[str], *, cwd: Path, env: Mapping[str, str], what: str) -> str:
-    """Run ``go ARGS``; GoBuildError with the output's tail when it fails."""
-    try:
-        done = subprocess.run(
+    """Run ``go ARGS``; GoBuildError with the output's tail when it fails.
+
+    Why not ``subprocess.run``: a build cut short (a signal, Ctrl-C, the timeout) must
+    leave nothing. ``go`` dies on SIGTERM and SIGINT without removing its ``$WORK`` dir
+    (measured: a ``go-build*`` dir stays in ``GOTMPDIR``) and its compile children run on.
+    So go runs in its own session with ``GOTMPDIR`` in a directory of ours; any exit from
+    here kills the whole group and removes that directory.
+    """
+    with tempfile.TemporaryDirectory(prefix="knative-drain-go-") as gotmp:
+        proc = subprocess.Popen(
             [go_binary(), *args],
             cwd=cwd,
-            env=dict(env),
-            capture_output=True,
+            env={**env, "GOTMPDIR": gotmp},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us; we end the group
         )
-    except subprocess.TimeoutExpired:
-        raise GoBuildError(f"{what}: timed out after {BUILD_TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout)[-2000:]
-        raise GoBuildError(f"{what} failed (exit {done.returncode}):\n{tail}")
-    return done.stdout
+        try:
+            stdout, stderr = proc.communicate(timeout=BUILD_TIMEOUT_S)
+        except BaseException as exc:
+            with shielded():
+                _kill_group(proc.pid)
+                proc.communicate()  # reap go and drain its pipes
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise GoBuildError(f"{what}: timed out after {BUILD_TIMEOUT_S} s") from None
+            raise
+        _kill_group(proc.pid)  # compile children that outlived go (none, normally)
+    if proc.returncode != 0:
+        tail = (stderr or stdout)[-2000:]
+        raise GoBuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return stdout
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A ``.tmp`` sibling of ``out`` to build into: renamed to ``out`` when the block ends
+    well, removed when it does not (a failed or interrupted build leaves no half a cache
+    entry behind, nor one that would be mistaken for a whole one)."""
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a process that was SIGKILLed
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+    except BaseException:
+        with shielded():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
 
 
 #: Modules fetched without a checksum-database lookup because the mirror here has no

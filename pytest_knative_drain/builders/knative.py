@@ -155,9 +155,8 @@ def build_serving(
         )
         with tempfile.TemporaryDirectory(prefix="knative-drain-serving-") as tmp:
             src = gomod.writable_copy(module_dir, Path(tmp) / "serving")
-            staging = bin_dir.with_name(bin_dir.name + ".tmp")
-            gomod.build({f"./cmd/{c}": c for c in COMMANDS}, staging, cwd=src)
-            staging.rename(bin_dir)
+            with gomod.staged(bin_dir) as staging:
+                gomod.build({f"./cmd/{c}": c for c in COMMANDS}, staging, cwd=src)
     images = {
         c: binary_image(
             client,

@@ -111,9 +111,8 @@ def build_kourier(
         progress(f"building Kourier {version} ({MODULE}@{mod_version}; about 5 min cold)")
         with tempfile.TemporaryDirectory(prefix="knative-drain-kourier-") as tmp:
             src = gomod.writable_copy(module_dir, Path(tmp) / "kourier")
-            staging = bin_dir.with_name(bin_dir.name + ".tmp")
-            gomod.build({"./cmd/kourier": "kourier"}, staging, cwd=src)
-            staging.rename(bin_dir)
+            with gomod.staged(bin_dir) as staging:
+                gomod.build({"./cmd/kourier": "kourier"}, staging, cwd=src)
     envoy, envoy_version = envoy_binary(progress)
     controller = binary_image(
         client,

@@ -14,7 +14,6 @@ else kubeadm reads a placeholder version and asks for images that do not exist.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -162,21 +161,18 @@ def build_binaries(version: str, progress: Progress = print) -> KubernetesBuild:
     # a substituted version may lack a checksum-database entry here: skip the lookup for it
     env = gomod.go_env(GONOSUMDB=",".join(s.module for s in subs))
     progress(f"building Kubernetes {version} ({', '.join(BINARIES)}): 30-45 min cold on 2 cores")
-    staging = out.with_name(out.name + ".tmp")
-    gomod.wrapper_build(
-        {"k8s.io/kubernetes": version},
-        {f"k8s.io/kubernetes/cmd/{b}": b for b in BINARIES},
-        staging,
-        replaces=replacements,
-        ldflags=version_ldflags(version),
-        env=env,
-    )
-    (staging / "substitutions.txt").write_text(
-        "".join(f"{s.module} {s.wanted} {s.used}\n" for s in subs)
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    with gomod.staged(out) as staging:
+        gomod.wrapper_build(
+            {"k8s.io/kubernetes": version},
+            {f"k8s.io/kubernetes/cmd/{b}": b for b in BINARIES},
+            staging,
+            replaces=replacements,
+            ldflags=version_ldflags(version),
+            env=env,
+        )
+        (staging / "substitutions.txt").write_text(
+            "".join(f"{s.module} {s.wanted} {s.used}\n" for s in subs)
+        )
     return KubernetesBuild(version, out, subs, time.monotonic() - started)
 
 
@@ -286,27 +282,24 @@ def build_support_binaries(versions: KubernetesVersions, progress: Progress = pr
     )
     if all((out / b).is_file() for b in ("etcd", "coredns", "pause")):
         return out
-    staging = out.with_name(out.name + ".tmp")
-    progress(f"building etcd {versions.etcd_release} (about 3 min cold)")
-    gomod.wrapper_build(
-        {"go.etcd.io/etcd/server/v3": versions.etcd_release},
-        {"go.etcd.io/etcd/server/v3": "etcd"},
-        staging,
-    )
-    progress(f"building CoreDNS {versions.coredns} (about 10 min cold)")
-    gomod.wrapper_build(
-        {"github.com/coredns/coredns": versions.coredns},
-        {"github.com/coredns/coredns": "coredns"},
-        staging,
-    )
-    with tempfile.TemporaryDirectory(prefix="knative-drain-pause-") as tmp:
-        src = Path(tmp)
-        (src / "go.mod").write_text("module knativedrain.local/pause\n\ngo 1.22\n")
-        (src / "main.go").write_text(PAUSE_GO)
-        gomod.build({".": "pause"}, staging, cwd=src)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    with gomod.staged(out) as staging:
+        progress(f"building etcd {versions.etcd_release} (about 3 min cold)")
+        gomod.wrapper_build(
+            {"go.etcd.io/etcd/server/v3": versions.etcd_release},
+            {"go.etcd.io/etcd/server/v3": "etcd"},
+            staging,
+        )
+        progress(f"building CoreDNS {versions.coredns} (about 10 min cold)")
+        gomod.wrapper_build(
+            {"github.com/coredns/coredns": versions.coredns},
+            {"github.com/coredns/coredns": "coredns"},
+            staging,
+        )
+        with tempfile.TemporaryDirectory(prefix="knative-drain-pause-") as tmp:
+            src = Path(tmp)
+            (src / "go.mod").write_text("module knativedrain.local/pause\n\ngo 1.22\n")
+            (src / "main.go").write_text(PAUSE_GO)
+            gomod.build({".": "pause"}, staging, cwd=src)
     return out
 
 
