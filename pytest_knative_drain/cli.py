@@ -1,10 +1,11 @@
-"""``knative-drain``: the engines without pytest (plan, load, provision)."""
+"""``knative-drain``: the engines without pytest (plan, load, provision, compare, upstream)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,40 @@ def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return result.exit_code
 
 
+def cmd_upstream(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Knative's own drain tests, built from the release's module, on a kept kind cluster."""
+    from .builders.gomod import GoBuildError
+    from .builders.rootfs import ImagesError
+    from .builders.upstream_tests import FAMILIES
+    from .knative import kubernetes as kube_versions
+    from .platforms.cluster.api import ClusterError
+    from .run import upstream
+
+    release = _release(parser, args.knative_version, "kind")
+    families = args.families or list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        parser.error(f"--family {', '.join(unknown)}: accepted: {', '.join(FAMILIES)}")
+    if not re.fullmatch(r"\d+[smh]", args.timeout):
+        parser.error(f"--timeout={args.timeout}: a go duration such as 35m, 90s or 1h")
+    try:
+        record = upstream.run_on_kind(
+            release.version,
+            cluster_name=args.cluster_name,
+            kubeconfig=args.kubeconfig,
+            families=families,
+            out_dir=args.out,
+            kind_version=kube_versions.default_for(release).kind_version,
+            timeout=args.timeout,
+        )
+    except (ClusterError, GoBuildError, ImagesError) as exc:
+        print(f"knative-drain upstream: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(upstream.summary_lines(record)))
+    print(f"wrote {args.out / f'upstream-{release.version}.json'} and its go test -v logs")
+    return 0 if record["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knative-drain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append the markdown here (e.g. $GITHUB_STEP_SUMMARY)",
     )
     comp.set_defaults(func=cmd_compare)
+
+    up = sub.add_parser(
+        "upstream",
+        help="run Knative's own drain tests (destroypod, websocket, ha) on a kept kind cluster",
+    )
+    up.add_argument("--knative-version", required=True, help="the release the cluster runs")
+    up.add_argument("--cluster-name", default="knative-drain")
+    up.add_argument("--kubeconfig", type=Path, default=None, help="default: kind's own")
+    up.add_argument(
+        "--family",
+        dest="families",
+        action="append",
+        default=None,
+        help="destroypod, websocket or ha (repeatable; default: all)",
+    )
+    up.add_argument("--out", type=Path, required=True, help="directory for the logs and record")
+    up.add_argument("--timeout", default="35m", help="go test -timeout (upstream CI: 35m)")
+    up.set_defaults(func=cmd_upstream)
     return parser
 
 

@@ -65,6 +65,9 @@ def test_load_against_a_502_server_fails_with_the_diagnosis(tmp_path: Path) -> N
         (["provision", "--platform", "existing"], "--platform=existing"),
         (["push-apps", "--registry", "https://reg.example.com"], "no scheme"),
         (["push-apps", "--registry", "reg.example.com", "--app", "nope"], "--app nope"),
+        (["upstream", "--knative-version", "1.9", "--out", "x"], "--knative-version=1.9"),
+        (["upstream", "--knative-version", "1.23", "--family", "nope", "--out", "x"], "--family"),
+        (["upstream", "--knative-version", "1.23", "--timeout", "5", "--out", "x"], "--timeout=5"),
     ],
 )
 def test_bad_input_is_a_usage_error_without_traceback(args: list[str], message: str) -> None:

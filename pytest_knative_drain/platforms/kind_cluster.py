@@ -108,6 +108,27 @@ class KindCluster:
         args = ["export", "kubeconfig", "--name", self.name, *self._kubeconfig_args()]
         self._run(args, 60, "kind export kubeconfig")
 
+    def node_address(self) -> str:
+        """The control-plane node's address on kind's Docker network (Knative's kind CI
+        points its tests there, ``-ingressendpoint``, with the gateway's NodePort)."""
+        node = f"{self.name}-control-plane"
+        try:
+            done = subprocess.run(
+                ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", node],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ClusterError(f"docker inspect {node}: {exc}") from None
+        if done.returncode != 0:
+            raise ClusterError(f"docker inspect {node}: {done.stderr.strip()[-300:]}")
+        address = (json.loads(done.stdout).get("kind") or {}).get("IPAddress")
+        if not address:
+            raise ClusterError(f"node {node} has no address on the Docker network 'kind'")
+        return str(address)
+
     def load_image(self, ref: str) -> None:
         self._run(
             ["load", "docker-image", "--name", self.name, ref],
