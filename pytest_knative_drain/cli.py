@@ -232,6 +232,27 @@ def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return result.exit_code
 
 
+def cmd_table(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Drain reports of many releases as one matrix table (markdown)."""
+    from .evidence import release_table
+    from .evidence.compare import CompareError
+
+    try:
+        runs = release_table.load_runs(args.reports, args.upstream or [])
+    except CompareError as exc:
+        print(f"knative-drain table: {exc}", file=sys.stderr)
+        return 2
+    text = release_table.render(runs)
+    print(text, end="")
+    if args.out:
+        try:
+            args.out.write_text(text)
+        except OSError as exc:
+            print(f"knative-drain table: --out {args.out}: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def cmd_upstream(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Knative's own drain tests, built from the release's module, on a kept kind cluster."""
     from .builders.gomod import GoBuildError
@@ -346,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append the markdown here (e.g. $GITHUB_STEP_SUMMARY)",
     )
     comp.set_defaults(func=cmd_compare)
+
+    table = sub.add_parser("table", help="drain reports of many releases as one matrix table")
+    table.add_argument("reports", nargs="+", help="drain-report.json files, one per run")
+    table.add_argument(
+        "--upstream", action="append", default=None, help="upstream-X.json records (repeatable)"
+    )
+    table.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    table.set_defaults(func=cmd_table)
 
     up = sub.add_parser(
         "upstream",
