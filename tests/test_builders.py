@@ -4,6 +4,7 @@ kind-e2e job; here each builder's own logic runs on the real files it consumes."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 
@@ -214,3 +215,45 @@ def test_cni_config_is_ptp_for_the_node_cidr() -> None:
     ptp, portmap = config["plugins"]
     assert ptp["type"] == "ptp" and portmap["type"] == "portmap"
     assert ptp["ipam"]["ranges"] == [[{"subnet": "10.244.1.0/24"}]]
+
+
+def test_the_pause_image_is_preloaded_under_the_sandbox_image_kinds_containerd_pins() -> None:
+    """kind v0.30's config pins pause:3.10 where kubeadm 1.34 asks for 3.10.1: as kind's own
+    node build, the pause image goes in under containerd's name (else no pod sandbox starts)."""
+    for kind_version in ("v0.24.0", "v0.30.0"):
+        config = node_image.kind_base_files(kind_version) / "etc/containerd/config.toml"
+        assert node_image.sandbox_image(config.read_text()) == "registry.k8s.io/pause:3.10"
+    assert node_image.sandbox_image('[plugins]\n  foo = "bar"\n') is None
+    same = {"pause": "registry.k8s.io/pause:3.10", "etcd": "registry.k8s.io/etcd:3.5.24-0"}
+    files = node_image.kind_base_files("v0.30.0")
+    assert node_image.with_sandbox_pause(None, same, files) == same  # type: ignore[arg-type]
+
+
+def test_the_pause_image_is_retagged_for_the_sandbox_in_docker(tmp_path) -> None:
+    import io
+    import tarfile
+
+    import docker
+
+    client = docker.from_env(timeout=60)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("pause")
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    client.api.import_image_from_data(
+        buf.getvalue(), repository="knative-drain-test/pause", tag="kubeadm"
+    )
+    (tmp_path / "etc/containerd").mkdir(parents=True)
+    pinned = "knative-drain-test/pause:sandbox"
+    (tmp_path / "etc/containerd/config.toml").write_text(f'  sandbox_image = "{pinned}"\n')
+    try:
+        images = {"pause": "knative-drain-test/pause:kubeadm", "etcd": "e"}
+        out = node_image.with_sandbox_pause(client, images, tmp_path)
+        assert out == {"pause": pinned, "etcd": "e"}
+        assert client.images.get(pinned).id == client.images.get(images["pause"]).id
+    finally:
+        for ref in (pinned, "knative-drain-test/pause:kubeadm"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(ref)
+        client.close()

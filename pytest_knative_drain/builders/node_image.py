@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -240,6 +241,7 @@ def ensure_node_image(
     (name -> reference, all local) imported into containerd, as kind's node image build."""
     started = time.monotonic()
     base = ensure_node_base(client, kind_version, progress)
+    images = with_sandbox_pause(client, images, kind_base_files(kind_version))
     refs = sorted(set(images.values()))
     image_ids = {ref: client.images.get(ref).id for ref in refs}
     binaries = {
@@ -345,6 +347,31 @@ def ensure_node_image(
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(f"{tag}-commit")
     return outcome(image, tag, False, started)
+
+
+def sandbox_image(containerd_config: str) -> str | None:
+    """The ``sandbox_image`` a kind base's containerd config pins, if any."""
+    match = re.search(r'^\s*sandbox_image\s*=\s*"([^"\n]+)"', containerd_config, re.MULTILINE)
+    return match[1] if match else None
+
+
+def with_sandbox_pause(
+    client: docker.DockerClient, images: dict[str, str], kind_files: Path
+) -> dict[str, str]:
+    """``images`` with the pause image under the reference containerd runs pods with.
+
+    kind's node image build does the same (pkg/build/nodeimage/buildcontext.go: "replace
+    pause image with our own"): kubeadm's pause entry gives way to the containerd config's
+    ``sandbox_image``. They differ from kind v0.30 with Kubernetes 1.34 (kubeadm wants
+    pause:3.10.1, kind's config pins pause:3.10); preloading kubeadm's left every static
+    pod's sandbox waiting on a pull that cannot happen here, and ``kind create`` failed
+    (measured 2026-12-04: "unable to create ClusterRoleBinding ... rate limiter").
+    """
+    pinned = sandbox_image((kind_files / "etc/containerd/config.toml").read_text())
+    if pinned is None or "pause" not in images or images["pause"] == pinned:
+        return images
+    client.images.get(images["pause"]).tag(pinned)
+    return {**images, "pause": pinned}
 
 
 def _containerd_name(ref: str) -> str:
