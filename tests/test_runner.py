@@ -217,3 +217,64 @@ def test_sigkill_hint_blames_the_app_only_when_its_container_was_killed() -> Non
     assert "the app exited on its own (exit code 0 (Completed)" in problem
     assert "seen 73.2 s after the trigger): queue-proxy held on" in problem
     assert "sigkill" in held.catches  # what was caught does not change, only what it says
+
+
+def _from_evidence(path, scenario, config, app):
+    """A ScenarioResult rebuilt from a committed report's case (records and pod timeline)."""
+    import evidence_reports
+
+    entry = evidence_reports.case(path, scenario, config, app)
+    records = evidence_reports.records(entry)
+    events = evidence_reports.events(entry)
+    t0 = next(e.mono for e in events if e.name in ("delete", "rollout", "scale-down"))
+    spec = SCENARIOS[scenario]
+    return ScenarioResult(
+        scenario=scenario,
+        app=app,
+        profile="quick",
+        plan=spec.plan("quick"),
+        records=records,
+        summary=verdict.summarize(records, planned=len(records)),
+        events=events,
+        t0_mono=t0,
+        gone_after_s=entry["gone_after_s"],
+        killed=entry["killed"],
+        trigger=spec.trigger,
+        ended_pods=entry["ended_pods"],
+    )
+
+
+KIND_123 = "2026-12-04-kind-matrix/1.23.0/kind-run1/drain-report.json"
+
+
+def test_a_rollout_that_ended_the_old_pod_after_every_request_is_no_verdict():
+    """Kind, Knative 1.23, 4 cases at once: the new revision's pods were Pending 50 s for
+    CPU, the old pod was deleted 53 s in, its app signalled no sooner than 83 s, every 75 s
+    request had ended by 70 s. go-exit went "uncaught": that run tested nothing."""
+    from pytest_knative_drain.run.runner import untested_drain
+
+    late = _from_evidence(KIND_123, "rollout-long", "default", "go-exit")
+    problem = untested_drain(late)
+    assert problem is not None and problem.startswith("inconclusive: no request was in flight")
+    assert "app SIGTERM no sooner than +83.3 s after the trigger" in problem
+    # the go-shutdown twin of the same run: deleted 31 s in, requests in flight past 61 s
+    in_time = _from_evidence(KIND_123, "rollout-long", "default", "go-shutdown")
+    assert untested_drain(in_time) is None
+
+
+def test_a_local_run_across_the_apps_sigterm_is_judged_as_before():
+    from pytest_knative_drain.run.runner import untested_drain
+
+    path = "2026-12-01-local-replay/local-1.10.0/drain-report.json"
+    for app in ("go-shutdown", "python-gunicorn-exec"):
+        assert untested_drain(_from_evidence(path, "pod-delete-long", "default", app)) is None
+
+
+def test_short_plans_and_runs_that_cut_something_are_left_alone():
+    from pytest_knative_drain.run.runner import untested_drain
+
+    late = _from_evidence(KIND_123, "rollout-long", "default", "go-exit")
+    late.records[0] = eof(0)  # one request cut: the run did test something
+    assert untested_drain(late) is None
+    short = result([ok(i) for i in range(3)], scenario="pod-delete-short", ended=("p",))
+    assert untested_drain(short) is None  # its requests end within the quiet period by design

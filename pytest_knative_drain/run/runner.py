@@ -201,9 +201,71 @@ def run_scenario(
         timeout_seconds=timeout_seconds,
         ended_pods=list(termination.pods),
     )
+    untested = untested_drain(out)
+    if untested:
+        raise InfrastructureError(f"{scenario}: {untested}")
     judge_result(out)
     out.duration_s = time.monotonic() - started
     return out
+
+
+#: queue-proxy's drainSleepDuration: the preStop holds the app's SIGTERM at least this long
+#: after its pod's deletion (knowledge: knative-drain-facts.md, section 2)
+QUIET_PERIOD_S = 30.0
+
+
+def app_sigterm_at(events: list[Any], pod: str) -> tuple[float, bool] | None:
+    """(when the ended ``pod``'s app got SIGTERM, whether that was seen): seen on local (the
+    kubelet's own signal event); on a cluster no sooner than the pod's deletion plus the
+    quiet period (kubelet's SIGTERM is not in the API)."""
+    for e in events:
+        if e.pod == pod and e.name == "SIGTERM user-container":
+            return e.mono, True
+    for e in events:
+        if e.pod == pod and e.name == "deletionTimestamp set":
+            return e.mono + QUIET_PERIOD_S, False
+    return None
+
+
+def untested_drain(result: ScenarioResult) -> str | None:
+    """Why a run that cut nothing proved nothing about the app's SIGTERM, or None.
+
+    A plan whose requests outlast the trigger plus the quiet period is there to hold
+    requests across the app's SIGTERM. When the termination comes late (measured: a new
+    revision's pods Pending 50 s for CPU at 4 cases at once on one kind node, so the old
+    pod was deleted 53 s in and its app signalled after every request had ended), nothing
+    was in flight then: a good app "passes" and a broken twin goes "uncaught", both
+    meaning nothing. Such a run is no verdict. Runs that cut a request, forced kills, and
+    plans whose requests end within the quiet period by design are left alone.
+    """
+    plan = result.plan
+    if TRIGGERS[result.trigger].grace_s == 0 or not result.ended_pods:
+        return None
+    if plan.last_request_end_s <= plan.trigger_at_s + QUIET_PERIOD_S:
+        return None
+    if any(verdict.judge(r).cls != "ok" for r in result.records):
+        return None
+    found = {p: t for p in result.ended_pods if (t := app_sigterm_at(result.events, p))}
+    if not found:
+        return None  # the platform gave no termination times: nothing to say
+    for r in result.records:
+        at = found.get(r.pod or "")
+        if at is None or r.sent_mono is None:
+            continue
+        if r.sent_mono < at[0] and (r.finished_mono is None or r.finished_mono > at[0]):
+            return None  # in flight across the app's SIGTERM: the run tested it
+    t0 = result.t0_mono or 0.0
+    said = []
+    for pod, (at, seen) in sorted(found.items()):
+        ends = [r.finished_mono for r in result.records if r.pod == pod and r.finished_mono]
+        last = f"its last request ended at +{max(ends) - t0:.1f} s" if ends else "no request"
+        when = "at" if seen else "no sooner than"
+        said.append(f"{pod}: app SIGTERM {when} +{at - t0:.1f} s after the trigger, {last}")
+    return (
+        "inconclusive: no request was in flight on an ended pod when its app got SIGTERM "
+        f"({'; '.join(said)}): the termination came too late to test the drain (a slow "
+        "trigger: pods Pending for CPU, a slow rollout); no verdict"
+    )
 
 
 def _load(
