@@ -256,6 +256,31 @@ def _abort(platform: object, options: DrainOptions) -> Callable[[], None] | None
     return lambda: sweep(platform.client, platform.run_id)  # type: ignore[attr-defined]
 
 
+def _check_capacity(
+    platform: Any, cases: list[Case], workers: int, environment: dict[str, Any], config: Any
+) -> None:
+    """Put the cluster's free CPU (in revision pods) in the report; say when ``workers``
+    cases at once cannot all be scheduled (their pods would wait Pending)."""
+    from .platforms.cluster.capacity import fitting_cases
+
+    try:
+        capacity = platform.capacity()
+    except _infrastructure_errors() as exc:
+        _say(config, f"cluster capacity not read: {exc}")
+        return
+    peak = max([2 * c.scenario.scale for c in cases] or [2])  # old and new pods at a delete
+    fit = fitting_cases(capacity, peak)
+    environment["cluster_capacity"] = {**capacity.to_dict(), "cases_that_fit": fit}
+    if workers > fit:
+        _say(
+            config,
+            f"--drain-concurrency: {workers} cases at once, but the cluster's nodes have "
+            f"{capacity.unrequested_m}m CPU unrequested: {capacity.pods} revision pods of "
+            f"{capacity.pod_request_m}m, {fit} case(s) of up to {peak} pods; the rest will "
+            "wait Pending (Insufficient cpu) and a late trigger makes a run inconclusive",
+        )
+
+
 @pytest.fixture(scope="session")
 def _drain_scheduler(
     drain_platform: object,
@@ -272,7 +297,10 @@ def _drain_scheduler(
         options.drain_concurrency, options.platform, len(selected), CLUSTER_CONCURRENCY
     )
     how = "auto" if options.drain_concurrency is None else "--drain-concurrency"
-    config.stash[plugin.REPORT_KEY].environment["drain_concurrency"] = f"{workers} ({how})"
+    environment = config.stash[plugin.REPORT_KEY].environment
+    environment["drain_concurrency"] = f"{workers} ({how})"
+    if options.platform != "local" and workers > 1:
+        _check_capacity(drain_platform, [c for _, c in selected], workers, environment, config)
     if workers <= 1:
         yield None
         return

@@ -436,3 +436,39 @@ def test_cleanup_asks_again_until_the_api_server_is_back(kube, api) -> None:
         late.close()
     assert 4.0 <= took < 4.0 + changes.CLEANUP_INTERVAL_S + 5, took
     assert core.read_namespace(ns).metadata.deletion_timestamp is not None
+
+
+def test_capacity_counts_unrequested_cpu_on_schedulable_nodes(api) -> None:
+    """One kind node as measured (2 CPUs, 1850m requested by the control plane, Knative and
+    Kourier): 6 revision pods of 25m fit, so one rollout case (4 pods at its peak) at once."""
+    from pytest_knative_drain.platforms.cluster.capacity import fitting_cases, read_capacity
+
+    core = k8s.CoreV1Api(api)
+    node, cordoned = "cap-node-a", "cap-node-b"
+    for name, unschedulable in ((node, False), (cordoned, True)):
+        core.create_node({"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}})
+        core.patch_node_status(name, {"status": {"allocatable": {"cpu": "2", "pods": "110"}}})
+
+    def pod(name: str, on: str, cpu: str) -> dict:
+        container = {"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}
+        return {"metadata": {"name": name}, "spec": {"nodeName": on, "containers": [container]}}
+
+    with Namespaces(api, "test-run").scoped("cap") as ns:
+        # no controller-manager here to make the namespace's default service account
+        core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
+        try:
+            core.create_namespaced_pod(ns, pod("control-plane", node, "1.5"))
+            core.create_namespaced_pod(ns, pod("knative", node, "350m"))
+            core.create_namespaced_pod(ns, pod("elsewhere", cordoned, "1"))  # not schedulable
+            core.create_namespaced_pod(ns, pod("done", node, "1"))
+            core.patch_namespaced_pod_status("done", ns, {"status": {"phase": "Succeeded"}})
+            capacity = read_capacity(api)
+        finally:
+            for name in ("control-plane", "knative", "elsewhere", "done"):
+                with contextlib.suppress(ApiException):
+                    core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+            for name in (node, cordoned):
+                core.delete_node(name)
+    assert (capacity.unrequested_m, capacity.pod_request_m, capacity.nodes) == (150, 25, 1)
+    assert capacity.pods == 6
+    assert fitting_cases(capacity, 4) == 1 and fitting_cases(capacity, 2) == 3

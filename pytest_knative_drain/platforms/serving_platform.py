@@ -12,6 +12,7 @@ from tenacity import RetryError, retry, retry_if_exception_type, stop_after_dela
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
 from .cluster.api import ClusterError, Progress
+from .cluster.capacity import Capacity, read_capacity
 from .cluster.changes import Namespaces
 from .cluster.faults import NodeProbe
 from .cluster.knative_config import KnativeConfigPatch, patch_for
@@ -76,6 +77,10 @@ class ServingPlatform:
         found = f"HTTP {answer.status_code} from {answer.headers.get('server', 'unknown server')}"
         self.facts["ingress_probe"] = found
         return found
+
+    def capacity(self) -> Capacity:
+        """CPU the cluster's nodes have not promised yet, in revision pods."""
+        return read_capacity(self.api)
 
     def missing_image(self, app: str) -> str:
         """Why there is no image for ``app`` and what to do about it."""
