@@ -140,7 +140,7 @@ def drain_platform(
                 kubernetes=options.kubernetes,
                 keep=options.keep,
                 host_port=options.ingress_port,
-                workers=_workers(request.session),
+                workers=max(_workers(request.session), options.kind_workers),
                 progress=lambda msg: _say(pytestconfig, msg),
             )
         else:

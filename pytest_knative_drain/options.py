@@ -112,6 +112,14 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "Below the release's minimum it is refused.",
         None,
     ),
+    (
+        "kind_workers",
+        "--kind-workers",
+        "--platform=kind: worker nodes at least (0-4; scenarios that drain a node ask for "
+        "2 themselves). A kind node of a 2-core host has 150m CPU left unrequested: a worker "
+        "gives cases at once and the HA tests' second activator somewhere to be scheduled.",
+        0,
+    ),
     ("kubeconfig", None, "kubeconfig path (the --kubeconfig flag comes from pytest-kind).", None),
     ("keep_cluster", None, "Keep cluster/containers after the run (pytest-kind's flag).", False),
 )
@@ -141,6 +149,8 @@ class DrainOptions:
     knative_version_requested: str | None = None
     #: --platform=kind: the Kubernetes its cluster runs (built here) and why; None elsewhere
     kubernetes: kube_versions.KubernetesChoice | None = None
+    #: --kind-workers: kind worker nodes at least (the scenarios may ask for more)
+    kind_workers: int = 0
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -219,6 +229,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         drain_concurrency=_concurrency(config),
         knative_version_requested=str(requested) if requested else None,
         kubernetes=_kubernetes(config, release, platform),
+        kind_workers=_kind_workers(config, platform),
     )
     # last: the only check that reads a file the user may not expect us to read
     _check_cluster_access(kubeconfig_path, context, platform)
@@ -241,6 +252,20 @@ def _kubernetes(
         return kube_versions.resolve(release, None if asked is None else str(asked))
     except kube_versions.KubernetesVersionError as exc:
         raise pytest.UsageError(f"{exc} (or ini key 'kubernetes_version')") from None
+
+
+def _kind_workers(config: pytest.Config, platform: str) -> int:
+    value = str(_raw(config, "kind_workers") or "0").strip()
+    if not (value.isascii() and value.isdigit()) or int(value) > 4:
+        raise pytest.UsageError(
+            f"--kind-workers={value}: a whole number of worker nodes, 0 to 4 "
+            "(or ini key 'kind_workers')"
+        )
+    if int(value) and platform != "kind":
+        raise pytest.UsageError(
+            f"--kind-workers={value} only applies to --platform=kind (got --platform={platform})"
+        )
+    return int(value)
 
 
 def _registry(config: pytest.Config, platform: str) -> str | None:

@@ -69,6 +69,7 @@ BAD: dict[str, Bad] = {
         ("Knative 1.23.0 needs Kubernetes >= 1.34",),
         ("--platform=kind", "--knative-version=1.23"),
     ),
+    "kind_workers": Bad("9", ("0 to 4",), ("--platform=kind",)),
     "kubeconfig": Bad("no-such-kubeconfig", ("no such file",), ("--platform=existing",)),
     "keep_cluster": Bad("maybe", ("true or false",), switch=True),
 }
