@@ -39,7 +39,9 @@ BUILDS: dict[str, KubernetesBuild] = {
     ),
     "1.32": KubernetesBuild("v1.32.13", "v0.30.0", ""),
     "1.33": KubernetesBuild("v1.33.13", "v0.30.0", ""),
-    "1.34": KubernetesBuild("v1.34.12", "v0.30.0", ""),
+    "1.34": KubernetesBuild(
+        "v1.34.12", "v0.30.0", "kind, Knative 1.23.0 (evidence/2026-12-04-kind-matrix)"
+    ),
 }
 
 #: Knative minor -> (oldest, newest) Kubernetes minor its upstream kind CI ran
