@@ -19,33 +19,32 @@ from pytest_knative_drain.run.runner import (
 )
 
 
-def result(
-    records,
-    *,
-    killed=(),
-    gone=31.0,
-    scenario="pod-delete-long",
-    app="x",
-    expected=(),
-    ended=(),
-):
-    """A judged result of ``scenario`` (its quick plan and its trigger) from ``records``."""
+def scenario_result(
+    records, *, scenario="pod-delete-long", app="x", events=(), t0=0.0, gone=31.0,
+    killed=(), expected=(), ended=(),
+) -> ScenarioResult:  # fmt: skip
+    """An unjudged result of ``scenario`` (its quick plan and its trigger) from ``records``."""
     spec = SCENARIOS[scenario]
-    r = ScenarioResult(
+    return ScenarioResult(
         scenario=scenario,
         app=app,
         profile="quick",
         plan=spec.plan("quick"),
         records=records,
         summary=verdict.summarize(records, planned=len(records)),
-        events=[],
-        t0_mono=0.0,
+        events=list(events),
+        t0_mono=t0,
         gone_after_s=gone,
         killed=list(killed),
         expected=frozenset(expected),
         trigger=spec.trigger,
         ended_pods=list(ended),
     )
+
+
+def result(records, **kw):
+    """A judged result of ``scenario`` from ``records``."""
+    r = scenario_result(records, **kw)
     judge_result(r)
     return r
 
@@ -224,23 +223,16 @@ def _from_evidence(path, scenario, config, app):
     import evidence_reports
 
     entry = evidence_reports.case(path, scenario, config, app)
-    records = evidence_reports.records(entry)
     events = evidence_reports.events(entry)
-    t0 = next(e.mono for e in events if e.name in ("delete", "rollout", "scale-down"))
-    spec = SCENARIOS[scenario]
-    return ScenarioResult(
+    return scenario_result(
+        evidence_reports.records(entry),
         scenario=scenario,
         app=app,
-        profile="quick",
-        plan=spec.plan("quick"),
-        records=records,
-        summary=verdict.summarize(records, planned=len(records)),
         events=events,
-        t0_mono=t0,
-        gone_after_s=entry["gone_after_s"],
+        t0=next(e.mono for e in events if e.name in ("delete", "rollout", "scale-down")),
+        gone=entry["gone_after_s"],
         killed=entry["killed"],
-        trigger=spec.trigger,
-        ended_pods=entry["ended_pods"],
+        ended=entry["ended_pods"],
     )
 
 

@@ -102,17 +102,21 @@ def case_id(scenario: dict[str, Any]) -> str:
     return "-".join(parts)
 
 
-def load_report(path: str | Path, role: str) -> dict[str, Any]:
-    """A drain report's JSON, or CompareError in one line naming ``role`` (OLD or NEW)."""
+def read_json(path: str | Path, role: str, what: str) -> Any:
+    """``path``'s JSON, or CompareError in one line naming ``role`` and ``what`` it must be."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        return json.loads(p.read_text())
     except FileNotFoundError:
         raise CompareError(f"{role} {p}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompareError(
-            f"{role} {p}: not a drain report ({type(exc).__name__}: {exc})"
-        ) from None
+        raise CompareError(f"{role} {p}: not {what} ({type(exc).__name__}: {exc})") from None
+
+
+def load_report(path: str | Path, role: str) -> dict[str, Any]:
+    """A drain report's JSON, or CompareError in one line naming ``role`` (OLD or NEW)."""
+    p = Path(path)
+    data = read_json(p, role, "a drain report")
     tool = data.get("tool") if isinstance(data, dict) else None
     if (
         not isinstance(tool, dict)

@@ -11,7 +11,6 @@ to the next), and Knative's own drain tests on the same cluster where they ran
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..matrix.scenarios import SCENARIOS
-from .compare import CaseResult, CompareError, _result, compare, load_report
+from .compare import CaseResult, CompareError, _result, compare, load_report, read_json
 
 UPSTREAM_KIND = "knative-drain-upstream"
 
@@ -45,15 +44,10 @@ class Run:
 
 
 def load_upstream(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CompareError(f"--upstream {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompareError(f"--upstream {p}: not an upstream record ({exc})") from None
+    """A ``knative-drain upstream`` record, or CompareError in one line."""
+    data = read_json(path, "--upstream", "an upstream record")
     if not isinstance(data, dict) or data.get("kind") != UPSTREAM_KIND:
-        raise CompareError(f"--upstream {p}: not a `knative-drain upstream` record")
+        raise CompareError(f"--upstream {path}: not a `knative-drain upstream` record")
     return data
 
 
