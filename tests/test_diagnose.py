@@ -163,6 +163,18 @@ def test_exits_kubelet_reports_in_one_second_stay_unattributed_on_a_real_cluster
     assert judged == {("unknown", verdict.HINTS["exits_together"])}
 
 
+def test_one_cut_reads_the_same_in_two_runs_whatever_second_finished_at_fell_in() -> None:
+    """kind, Knative 1.23.0, websocket-long, go-exit, run twice: the app's finishedAt second
+    began 1.63 s (run 1) and 1.41 s (run 2) before the sessions were cut, queue-proxy's a
+    second later. Run 1 signed the cuts `unknown`, run 2 `queue-proxy`: a window of 1.5 s
+    from a stamp that is up to 1 s early. Both now read alike: the app exited first."""
+    for run in ("kind-run1", "kind-run2"):
+        path = f"2026-12-04-kind-matrix/1.23.0/{run}/drain-report.json"
+        records, events = _real_case(path, "websocket-long", "default", "go-exit")
+        judged = {(j.signature, j.hint) for j in (verdict.diagnose(r, events) for r in records)}
+        assert judged == {("queue-proxy", verdict.HINTS["app_cut_ws"])}, run
+
+
 def test_finished_time_never_moves_an_exit_later_and_ignores_other_events() -> None:
     from pytest_knative_drain.platforms.cluster.pod_watch import at_finished_time
     from pytest_knative_drain.platforms.pod import PodEvent
