@@ -444,9 +444,19 @@ def test_capacity_counts_unrequested_cpu_on_schedulable_nodes(api) -> None:
     from pytest_knative_drain.platforms.cluster.capacity import fitting_cases, read_capacity
 
     core = k8s.CoreV1Api(api)
-    node, cordoned = "cap-node-a", "cap-node-b"
-    for name, unschedulable in ((node, False), (cordoned, True)):
-        core.create_node({"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}})
+    node, cordoned, tainted = "cap-node-a", "cap-node-b", "cap-node-c"
+    control_plane = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+    for name, spec in (
+        (node, {}),
+        (cordoned, {"unschedulable": True}),
+        (tainted, {"taints": [control_plane]}),  # kind's control plane beside a worker
+    ):
+        core.create_node({"metadata": {"name": name}, "spec": spec})
+        # a node created through the API gets not-ready:NoSchedule (TaintNodesByCondition);
+        # kubelet's Ready node would not have it: keep only the taints of the case
+        made = core.read_node(name)
+        made.spec.taints = spec.get("taints") or None
+        core.replace_node(name, made)
         core.patch_node_status(name, {"status": {"allocatable": {"cpu": "2", "pods": "110"}}})
 
     def pod(name: str, on: str, cpu: str) -> dict:
@@ -467,7 +477,7 @@ def test_capacity_counts_unrequested_cpu_on_schedulable_nodes(api) -> None:
             for name in ("control-plane", "knative", "elsewhere", "done"):
                 with contextlib.suppress(ApiException):
                     core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
-            for name in (node, cordoned):
+            for name in (node, cordoned, tainted):
                 core.delete_node(name)
     assert (capacity.unrequested_m, capacity.pod_request_m, capacity.nodes) == (150, 25, 1)
     assert capacity.pods == 6

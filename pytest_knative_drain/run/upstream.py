@@ -77,7 +77,12 @@ def failure_lines(log: str, test: str, limit: int = 8) -> list[str]:
         return []
     lines = [ln.strip() for ln in log[start:end].splitlines()]
     errors = [ln for ln in lines if re.match(r"^\w+_test\.go:\d+: ", ln) and _is_error(ln)]
-    return errors[:limit]
+    return [_clip(e) for e in errors[:limit]]
+
+
+def _clip(line: str, most: int = 400) -> str:
+    """A failure line as long as a reader needs (a pod dump can run to kilobytes)."""
+    return line if len(line) <= most else f"{line[: most - 40]} ... [{len(line)} chars]"
 
 
 def _is_error(line: str) -> bool:

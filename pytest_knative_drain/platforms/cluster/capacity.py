@@ -58,9 +58,7 @@ def read_capacity(api: k8s.ApiClient) -> Capacity:
     core = k8s.CoreV1Api(api)
     with api_call("read the nodes' CPU and the pods' requests", api):
         nodes = [
-            n
-            for n in core.list_node(_request_timeout=REQUEST_TIMEOUT).items
-            if not n.spec.unschedulable
+            n for n in core.list_node(_request_timeout=REQUEST_TIMEOUT).items if _schedulable(n)
         ]
         pods = core.list_pod_for_all_namespaces(
             field_selector="status.phase!=Succeeded,status.phase!=Failed",
@@ -83,6 +81,15 @@ def read_capacity(api: k8s.ApiClient) -> Capacity:
     )
     pod_request = millicores(data.get("queue-sidecar-cpu-request")) or QUEUE_CPU_REQUEST_M
     return Capacity(max(allocatable - requested, 0), pod_request, len(nodes))
+
+
+def _schedulable(node: k8s.V1Node) -> bool:
+    """Revision pods can land here: not cordoned, no NoSchedule/NoExecute taint (kind's
+    control plane has one as soon as the cluster has a worker)."""
+    taints = node.spec.taints or []
+    return not node.spec.unschedulable and not any(
+        t.effect in ("NoSchedule", "NoExecute") for t in taints
+    )
 
 
 def fitting_cases(capacity: Capacity, pods_per_case: int) -> int:
