@@ -242,5 +242,7 @@ def test_a_kind_report_names_what_ran_never_the_catalog_pins() -> None:
     assert data["ingress"].startswith("kourier 1.21.0")
     knative = data["knative"]
     assert "kourier_version" not in knative and "kind_node_image" not in knative
+    assert "manifests" not in knative  # the 1.14 kind report listed kourier.yaml v1.14.0's URL
     assert knative["catalog_pins"]["kourier_version"] == "1.14.0"  # kept, but as a pin
+    assert knative["catalog_pins"]["manifests"]["kourier.yaml"].endswith("v1.14.0/kourier.yaml")
     assert f"| node image | {built} |" in report.to_markdown(data)

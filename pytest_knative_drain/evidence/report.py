@@ -397,6 +397,7 @@ def _cell(text: str) -> str:
 #: used instead (a node image and Kourier built here, a vendor's own ingress) is in the
 #: report's ``kubernetes`` and ``ingress``, so these never stand in for what ran
 CATALOG_PINS = (
+    "manifests",  # the published URLs; a stack built here installs its own (build_notes)
     "kourier_version",
     "kourier_tag",
     "kind_node_image",
