@@ -19,7 +19,7 @@ from .matrix.apps import APPS, FixtureApp
 from .matrix.cases import Case
 from .matrix.configs import CONFIGS, DEFAULT_CONFIG
 from .matrix.scenarios import SCENARIOS, TRIGGERS
-from .options import CLUSTER_CONCURRENCY, DrainOptions
+from .options import DrainOptions, cluster_concurrency
 from .platforms.pod import InfrastructureError
 from .run import scheduler
 from .run.runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
@@ -294,7 +294,10 @@ def _drain_scheduler(
     options = drain_options
     selected = _scheduled_cases(request.session, options)
     workers = scheduler.concurrency(
-        options.drain_concurrency, options.platform, len(selected), CLUSTER_CONCURRENCY
+        options.drain_concurrency,
+        options.platform,
+        len(selected),
+        cluster_concurrency(options.platform, options.kind_workers),
     )
     how = "auto" if options.drain_concurrency is None else "--drain-concurrency"
     environment = config.stash[plugin.REPORT_KEY].environment

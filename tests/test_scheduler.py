@@ -53,6 +53,15 @@ def test_concurrency_bound() -> None:
     assert scheduler.concurrency(None, "local", 0, CLUSTER_CONCURRENCY) == 1
 
 
+def test_auto_on_kind_with_a_worker_is_the_measured_six() -> None:
+    from pytest_knative_drain.options import KIND_WORKER_CONCURRENCY, cluster_concurrency
+
+    assert cluster_concurrency("kind", 0) == CLUSTER_CONCURRENCY == 2
+    assert cluster_concurrency("kind", 1) == KIND_WORKER_CONCURRENCY == 6
+    assert cluster_concurrency("existing", 1) == CLUSTER_CONCURRENCY  # not our nodes
+    assert scheduler.concurrency(None, "kind", 40, cluster_concurrency("kind", 1)) == 6
+
+
 class Recorder:
     """The work of a case: note who runs beside whom. Shared cases meet at a barrier,
     which they pass only if all of them run at the same time."""
