@@ -46,9 +46,13 @@ def test_an_upstream_record_fills_its_release_column(tmp_path: Path) -> None:
     }
     path = tmp_path / "upstream-1.18.1.json"
     path.write_text(json.dumps(record))
-    runs = release_table.load_runs([R114, R118], [path])
+    ha = tmp_path / "ha" / "upstream-1.18.1.json"  # the HA package, run apart
+    ha.parent.mkdir()
+    ha.write_text(json.dumps({**record, "tests": [{"name": "TestActivatorHAGraceful",
+                                                   "result": "PASS"}]}))  # fmt: skip
+    runs = release_table.load_runs([R114, R118], [path, ha])
     assert release_table.upstream_cell(runs[1].upstream) == (
-        "1/2 pass (failed: TestDestroyPodWithRequests)"
+        "2/3 pass (failed: TestDestroyPodWithRequests)"
     )
     assert runs[0].upstream is None
 
