@@ -19,7 +19,8 @@ def test_rows_go_by_release_with_each_family_and_compare_against_the_row_above()
     assert [r.version for r in runs] == ["1.14.2", "1.18.1"]
     text = release_table.render(runs)
     header, rule, first, second = text.splitlines()
-    assert header.split(" | ")[3:8] == [
+    assert header.split(" | ")[3:9] == [
+        "at once",
         "activator",
         "node_drain",
         "pod_delete",
@@ -32,7 +33,7 @@ def test_rows_go_by_release_with_each_family_and_compare_against_the_row_above()
     not_met = "pod-delete-long-short-timeout-go-shutdown, pod-kill-single-replica-go-shutdown"
     assert f"**NOT MET: {not_met}**" in first
     assert "vs 1.14.2:" in second and "not run" in second
-    assert second.split(" | ")[3] == "-"  # 1.18's run had no activator case
+    assert second.split(" | ")[4] == "-"  # 1.18's run had no activator case
 
 
 def test_an_upstream_record_fills_its_release_column(tmp_path: Path) -> None:

@@ -95,6 +95,14 @@ def family_cells(run: Run) -> dict[str, str]:
     return cells
 
 
+def at_once(report: dict[str, Any]) -> str:
+    """Cases at once, and the schedulable nodes where the report read them."""
+    environment = report.get("environment") or {}
+    cases = str(environment.get("drain_concurrency", "-")).split(" ")[0]
+    nodes = (environment.get("cluster_capacity") or {}).get("schedulable_nodes")
+    return f"{cases} ({nodes} node{'s' if nodes != 1 else ''})" if nodes else cases
+
+
 def wall_minutes(report: dict[str, Any]) -> str:
     try:
         start = datetime.fromisoformat(report["started"])
@@ -129,7 +137,8 @@ def upstream_cell(record: dict[str, Any] | None) -> str:
 def render(runs: list[Run]) -> str:
     """The matrix as a markdown table, one row per run."""
     families = sorted({f for run in runs for f in family_cells(run)})
-    head = ["Knative", "Kubernetes", "ingress", *families, "wall", "compare", "Knative's tests"]
+    head = ["Knative", "Kubernetes", "ingress", "at once", *families, "wall", "compare"]
+    head.append("Knative's tests")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     prev: Run | None = None
     for run in runs:
@@ -139,6 +148,7 @@ def render(runs: list[Run]) -> str:
             f"[{run.version}]({run.path.as_posix()})",
             str(kube.get("version", "-")),
             str(run.report.get("ingress", "-")).replace("|", "\\|"),
+            at_once(run.report),
             *(cells.get(f, "-") for f in families),
             wall_minutes(run.report),
             against_previous(prev, run),
