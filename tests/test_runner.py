@@ -229,7 +229,7 @@ def _from_evidence(path, scenario, config, app):
         scenario=scenario,
         app=app,
         events=events,
-        t0=next(e.mono for e in events if e.name in ("delete", "rollout", "scale-down")),
+        t0=next(e.mono for e in events if e.name in ("delete", SCENARIOS[scenario].trigger)),
         gone=entry["gone_after_s"],
         killed=entry["killed"],
         ended=entry["ended_pods"],
@@ -260,6 +260,17 @@ def test_a_local_run_across_the_apps_sigterm_is_judged_as_before():
     path = "2026-12-01-local-replay/local-1.10.0/drain-report.json"
     for app in ("go-shutdown", "python-gunicorn-exec"):
         assert untested_drain(_from_evidence(path, "pod-delete-long", "default", app)) is None
+
+
+def test_activator_and_node_drain_runs_are_judged_as_before():
+    """An activator trigger ends an activator, never the app's pod: nothing to read there.
+    A node drain evicts the revision pod while its requests are in flight (kind, 1.14.2)."""
+    from pytest_knative_drain.run.runner import untested_drain
+
+    path = "2026-12-01-kind-1.14-concurrent/kind/drain-report.json"
+    for scenario in ("activator-delete-long", "node-drain-long"):
+        case = _from_evidence(path, scenario, "default", "go-shutdown")
+        assert case.ended_pods and untested_drain(case) is None, scenario
 
 
 def test_short_plans_and_runs_that_cut_something_are_left_alone():

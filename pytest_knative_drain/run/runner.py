@@ -235,12 +235,14 @@ def untested_drain(result: ScenarioResult) -> str | None:
     revision's pods Pending 50 s for CPU at 4 cases at once on one kind node, so the old
     pod was deleted 53 s in and its app signalled after every request had ended), nothing
     was in flight then: a good app "passes" and a broken twin goes "uncaught", both
-    meaning nothing. Such a run is no verdict. Runs that cut a request, forced kills, and
-    plans whose requests end within the quiet period by design are left alone.
+    meaning nothing. Such a run is no verdict. Runs that cut a request, forced kills,
+    activator triggers (the pod that ends is no app's) and plans whose requests end within
+    the quiet period by design are left alone.
     """
     plan = result.plan
-    if TRIGGERS[result.trigger].grace_s == 0 or not result.ended_pods:
-        return None
+    trigger = TRIGGERS[result.trigger]
+    if trigger.grace_s == 0 or trigger.family == "activator" or not result.ended_pods:
+        return None  # a kill by design; or the ended pod is an activator, not the app's
     if plan.last_request_end_s <= plan.trigger_at_s + QUIET_PERIOD_S:
         return None
     if any(verdict.judge(r).cls != "ok" for r in result.records):
