@@ -7,6 +7,7 @@ and one error: the platform failed under the case (:class:`InfrastructureError`)
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,17 @@ class InfrastructureError(RuntimeError):
     """The platform failed under a running case (a container removed by someone else, the
     engine or API server gone): what was measured says nothing about draining, so the case
     ends with this error instead of a verdict."""
+
+
+#: a cluster exit's stamp in its detail (cluster/pod_watch: kubelet's finishedAt, whole seconds)
+FINISHED_AT = re.compile(r"finishedAt (\d\d):(\d\d):(\d\d)")
+
+
+def stamp_slack_s(event: Any) -> float:
+    """How much later than its stamp an exit may really have been: up to 1 s for a cluster
+    exit stamped at kubelet's whole-second ``finishedAt``, none for other events (the local
+    platform stamps Docker's nanosecond FinishedAt)."""
+    return 1.0 if FINISHED_AT.search(getattr(event, "detail", "")) else 0.0
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ names no component by itself; the container exits around it do. ``diagnose`` is
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..load.records import RequestRecord
+from ..platforms.pod import stamp_slack_s
 from .judge import HINTS, Judgement, _is_envoy, judge
 
 # How far a pod event may be from the end of the request it explains: the client sees a
@@ -28,8 +28,6 @@ _LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
 # Two container exits this close were seen in one observation (one pod status update on a
 # cluster); the local platform stamps each exit with Docker's own FinishedAt (nanoseconds).
 _SAME_REPORT_S = 0.005
-# a cluster exit's stamp (pod_watch: "finishedAt HH:MM:SS", whole seconds)
-_FINISHED_SECOND = re.compile(r"finishedAt \d\d:\d\d:\d\d\b")
 
 
 def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = _BEFORE_S) -> Any:
@@ -137,19 +135,13 @@ def _app_left_just_before(record: RequestRecord, events: Sequence[Any]) -> Any:
         e
         for e in events
         if e.name == "user-container exited"
-        and e.mono + _stamp_slack(e) >= end - _BEFORE_S
+        # a cluster exit's whole-second stamp may be up to 1 s early: one cut 1.63 s after
+        # the app's finishedAt second began went unattributed while its rerun, 1.41 s
+        # after, was put down to the app (kind, 1.23.0, websocket-long-go-exit, 2026-12-04)
+        and e.mono + stamp_slack_s(e) >= end - _BEFORE_S
         and e.mono <= end + _AFTER_S
     ]
     return near[0] if near else None
-
-
-def _stamp_slack(event: Any) -> float:
-    """How much later than its stamp an exit may really have been: up to 1 s for a cluster
-    exit stamped at kubelet's whole-second ``finishedAt`` (pod_watch.at_finished_time),
-    none for the local platform's nanosecond FinishedAt. Without it, one cut read 1.63 s
-    after the app's finishedAt second began went unattributed while its rerun, 1.41 s
-    after, was put down to the app (kind, 1.23.0, websocket-long-go-exit, 2026-12-04)."""
-    return 1.0 if _FINISHED_SECOND.search(getattr(event, "detail", "")) else 0.0
 
 
 def explaining_event(j: Judgement, record: RequestRecord, events: Sequence[Any] = ()) -> Any:

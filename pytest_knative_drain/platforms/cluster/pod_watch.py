@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import threading
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ..pod import PodEvent
+from ..pod import FINISHED_AT, PodEvent
 from .api import REQUEST_TIMEOUT, api_call, cluster_error, host_of
 
 SIGKILL_EXIT = 137  # 128 + 9: what kubelet reports for a container killed at grace end
@@ -89,9 +88,6 @@ def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[
     return changes
 
 
-_FINISHED_AT = re.compile(r"finishedAt (\d\d):(\d\d):(\d\d)")
-
-
 def at_finished_time(event: PodEvent) -> PodEvent:
     """A container's exit stamped at kubelet's ``finishedAt``, not when the watch saw it.
 
@@ -100,7 +96,7 @@ def at_finished_time(event: PodEvent) -> PodEvent:
     ``finishedAt`` has whole seconds: the stamp is at most 1 s early, never later than
     the observation. As the local platform stamps Docker's own FinishedAt.
     """
-    found = _FINISHED_AT.search(event.detail) if event.name.endswith(" exited") else None
+    found = FINISHED_AT.search(event.detail) if event.name.endswith(" exited") else None
     if found is None:
         return event
     seen = dt.datetime.fromtimestamp(event.wall, dt.timezone.utc)
