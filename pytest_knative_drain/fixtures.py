@@ -19,7 +19,7 @@ from .matrix.apps import APPS, FixtureApp
 from .matrix.cases import Case
 from .matrix.configs import CONFIGS, DEFAULT_CONFIG
 from .matrix.scenarios import SCENARIOS, TRIGGERS
-from .options import DrainOptions, cluster_concurrency
+from .options import DEFAULT_INGRESS_PORT, DrainOptions, cluster_concurrency
 from .platforms.pod import InfrastructureError
 from .run import scheduler
 from .run.runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
@@ -121,6 +121,7 @@ def drain_platform(
                 requested_version=options.knative_version_requested,
                 allow_cluster_config=options.allow_cluster_config,
                 keep=options.keep,
+                ingress_url=options.ingress_url,
                 ingress_port=options.ingress_port,
                 app_images=_registry_images(options),
                 progress=lambda msg: _say(pytestconfig, msg),
@@ -139,7 +140,7 @@ def drain_platform(
                 build=options.kind_build,
                 kubernetes=options.kubernetes,
                 keep=options.keep,
-                host_port=options.ingress_port,
+                host_port=options.ingress_port or DEFAULT_INGRESS_PORT,
                 workers=max(_workers(request.session), options.kind_workers),
                 progress=lambda msg: _say(pytestconfig, msg),
             )

@@ -9,7 +9,6 @@ them and only add ini keys for them.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
 KIND_BUILDS = ("auto", "release", "here")
 DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
+#: --platform=kind maps Kourier's NodePort to this port on 127.0.0.1 unless --ingress-port
+DEFAULT_INGRESS_PORT = 31080
 #: --drain-concurrency=auto on kind/existing: Knative, Kourier and the control plane already
 #: request 1.875 of this machine's 2 cores on one kind node (evidence/2026-12-01-kind-1.14),
 #: and every case adds a Knative Service with its own pods and readiness waits
@@ -88,9 +89,18 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "ingress_port",
         "--ingress-port",
         "Host port on 127.0.0.1 where the cluster's ingress answers: kind maps Kourier's "
-        "NodePort there; for --platform=existing forward it yourself (kubectl port-forward "
-        "-n kourier-system svc/kourier 31080:80).",
-        31080,
+        f"NodePort there (default {DEFAULT_INGRESS_PORT}); --platform=existing: a port you "
+        "forward yourself (kubectl port-forward -n kourier-system svc/kourier 31080:80) "
+        "instead of the address read from the cluster.",
+        None,
+    ),
+    (
+        "ingress_url",
+        "--ingress-url",
+        "--platform=existing: http://HOST[:PORT] of the cluster's Knative ingress, sent each "
+        "Knative Service's Host header (default: read from the cluster: the gateway "
+        "Service's LoadBalancer address, else a node address and its NodePort).",
+        None,
     ),
     (
         "app_registry",
@@ -153,7 +163,11 @@ class DrainOptions:
     drain_report: Path | None
     allow_cluster_config: bool = False
     knative_manifests_dir: Path | None = None
-    ingress_port: int = 31080
+    #: --ingress-port as given; None: kind maps to DEFAULT_INGRESS_PORT, existing reads the
+    #: address from the cluster unless --ingress-url
+    ingress_port: int | None = None
+    #: --ingress-url (existing only), normalised to http://HOST[:PORT]
+    ingress_url: str | None = None
     app_registry: str | None = None
     kind_build: str = "auto"
     #: --drain-concurrency: cases at once; None = auto (scheduler.concurrency says how many)
@@ -238,6 +252,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
         knative_manifests_dir=_manifests_dir(config),
         ingress_port=_port(config),
+        ingress_url=_ingress_url(config, platform),
         app_registry=_registry(config, platform),
         kind_build=_choice(config, "kind_build", "--kind-build", KIND_BUILDS, "auto"),
         drain_concurrency=_concurrency(config),
@@ -299,13 +314,41 @@ def _registry(config: pytest.Config, platform: str) -> str | None:
         raise pytest.UsageError(f"--app-registry={value}: {exc}") from None
 
 
-def _port(config: pytest.Config) -> int:
-    value = str(_raw(config, "ingress_port") or 31080)
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+def _port(config: pytest.Config) -> int | None:
+    raw = _raw(config, "ingress_port")
+    if raw is None:
+        return None
+    value = str(raw).strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
         raise pytest.UsageError(
             f"--ingress-port={value}: a TCP port number, 1 to 65535 (or ini key 'ingress_port')"
         )
     return int(value)
+
+
+def _ingress_url(config: pytest.Config, platform: str) -> str | None:
+    """--ingress-url: existing clusters only, one of it and --ingress-port, http only."""
+    value = _raw(config, "ingress_url")
+    if value is None:
+        return None
+    from .platforms.cluster.ingress import parse_ingress_url
+
+    if platform != "existing":
+        raise pytest.UsageError(
+            f"--ingress-url={value} only applies to --platform=existing (kind maps its "
+            "ingress to 127.0.0.1:--ingress-port; local has none)"
+        )
+    if _raw(config, "ingress_port") is not None:
+        raise pytest.UsageError(
+            f"--ingress-url={value} and --ingress-port: give one (--ingress-port=N means "
+            "http://127.0.0.1:N)"
+        )
+    try:
+        return parse_ingress_url(str(value))
+    except ValueError as exc:
+        raise pytest.UsageError(
+            f"--ingress-url={value}: {exc} (or ini key 'ingress_url')"
+        ) from None
 
 
 def _concurrency(config: pytest.Config) -> int | None:
@@ -356,36 +399,12 @@ def _choice(
     return value
 
 
-# Docker image reference grammar (github.com/distribution/reference, regexp.go).
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_REFERENCE = re.compile(
-    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    r"(?::[\w][\w.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
-)
-_NAME_MAX = 255
-
-
-def check_image_reference(reference: str) -> str:
-    """``reference`` if Docker would parse it, else ValueError saying what one looks like.
-
-    Syntax only (no registry is asked): a typo ends the run here instead of in every case.
-    """
-    found = _REFERENCE.fullmatch(reference)
-    if found is None or len(found.group("name")) > _NAME_MAX:
-        raise ValueError(
-            "not an image reference; use [registry[:port]/]name[:tag][@sha256:digest] with a "
-            "lowercase name, e.g. registry.example.com/team/app:1"
-        )
-    return reference
-
-
 def _app_image(config: pytest.Config) -> str | None:
     value = _raw(config, "app_image")
     if value is None:
         return None
+    from .builders.image_reference import check_image_reference
+
     try:
         return check_image_reference(str(value))
     except ValueError as exc:

@@ -258,10 +258,24 @@ def session_server(config: pytest.Config) -> KubeApiServer:
             found = str(exc)
         config.stash[_STASH] = found
     if isinstance(found, str):
-        if os.environ.get("KNATIVE_DRAIN_REQUIRE_KUBE_APISERVER") == "1":  # .ci/run sets it
-            pytest.fail(f"no Kubernetes API server for the cluster tests: {found}")
-        pytest.skip(f"no Kubernetes API server for the cluster tests: {found}")
+        _unavailable(found)
     return found
+
+
+def private_server() -> KubeApiServer:
+    """A server of the caller's own (stop it), for tests whose cluster-wide objects (nodes,
+    Services other namespaces read) must not meet other modules'; skips as above."""
+    try:
+        return start()
+    except Unavailable as exc:
+        _unavailable(str(exc))
+        raise  # unreachable: _unavailable skips or fails
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("KNATIVE_DRAIN_REQUIRE_KUBE_APISERVER") == "1":  # .ci/run sets it
+        pytest.fail(f"no Kubernetes API server for the cluster tests: {why}")
+    pytest.skip(f"no Kubernetes API server for the cluster tests: {why}")
 
 
 def go_module_dir(module: str, version: str) -> Path:

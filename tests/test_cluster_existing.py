@@ -70,6 +70,7 @@ def knative_ns(kube) -> Iterator[k8s.CoreV1Api]:
 
 
 def _connect(kube, **kwargs) -> ExistingPlatform:
+    kwargs.setdefault("ingress_port", 18080)  # no gateway Service here to read it from
     return ExistingPlatform.connect(
         kube.kubeconfig, kube.context, run_id="run-existing", progress=lambda _: None, **kwargs
     )
@@ -82,6 +83,7 @@ def test_detects_versions_and_refuses_cluster_config(kube, knative_ns) -> None:
         kube.context,
         run_id="run-existing",
         requested_version="1.16",
+        ingress_port=18080,
         progress=notes.append,
     )
     facts = platform.describe()
@@ -178,7 +180,11 @@ def test_report_names_the_clusters_version_not_the_default(kube, knative_ns) -> 
     )
     notes: list[str] = []
     platform = ExistingPlatform.connect(
-        kube.kubeconfig, kube.context, run_id="run-existing", progress=notes.append
+        kube.kubeconfig,
+        kube.context,
+        run_id="run-existing",
+        ingress_port=18080,
+        progress=notes.append,
     )
     assert platform.describe()["knative_version"] == "1.16.3"
     assert "requested_knative_version" not in platform.describe()  # nobody asked

@@ -125,7 +125,9 @@ def _play_knative_and_kubelet(api: k8s.ApiClient, target: KnativePod, errors: li
 
 def test_unreconciled_ksvc_times_out_naming_the_condition(knative_core, api) -> None:
     namespaces = Namespaces(api, "run-pod")
-    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=2)
+    target = KnativePod(
+        api, SPEC, namespaces=namespaces, ingress_url="http://127.0.0.1:31080", ready_timeout_s=2
+    )
     started = time.monotonic()
     with pytest.raises(ClusterError, match=r"Ready: not ready after 2 s") as err, target:
         pass
@@ -140,7 +142,9 @@ def test_unreconciled_ksvc_times_out_naming_the_condition(knative_core, api) -> 
 def test_pod_target_timeline_delete_grace_and_wait_gone(knative_core, api) -> None:
     namespaces = Namespaces(api, "run-pod")
     core = k8s.CoreV1Api(api)
-    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    target = KnativePod(
+        api, SPEC, namespaces=namespaces, ingress_url="http://127.0.0.1:31080", ready_timeout_s=30
+    )
     errors: list = []
     helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
     helper.start()
@@ -281,7 +285,9 @@ def test_a_node_gone_not_ready_ends_the_wait_as_an_infrastructure_error(knative_
     confirmed gone, and the requests it held say nothing of draining. The wait ends within
     a poll, not at its bound, as an infrastructure error naming the node."""
     namespaces = Namespaces(api, "run-pod")
-    target = KnativePod(api, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    target = KnativePod(
+        api, SPEC, namespaces=namespaces, ingress_url="http://127.0.0.1:31080", ready_timeout_s=30
+    )
     errors: list = []
     helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
     helper.start()
@@ -315,7 +321,9 @@ def test_an_api_server_gone_ends_the_wait_as_an_infrastructure_error(
     # the kubeconfig loader's hook re-reads the kubeconfig (and its server) before each call
     own.configuration.refresh_api_key_hook = None
     namespaces = Namespaces(own, "run-pod")
-    target = KnativePod(own, SPEC, namespaces=namespaces, ingress_port=31080, ready_timeout_s=30)
+    target = KnativePod(
+        own, SPEC, namespaces=namespaces, ingress_url="http://127.0.0.1:31080", ready_timeout_s=30
+    )
     errors: list = []
     helper = threading.Thread(target=_play_knative_and_kubelet, args=(api, target, errors))
     helper.start()

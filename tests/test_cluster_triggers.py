@@ -32,6 +32,7 @@ from pytest_knative_drain.platforms.cluster import triggers as ct
 from pytest_knative_drain.platforms.cluster.api import ClusterError
 from pytest_knative_drain.platforms.cluster.apply import Applier
 from pytest_knative_drain.platforms.cluster.changes import Namespaces
+from pytest_knative_drain.platforms.cluster.ingress import forwarded
 from pytest_knative_drain.platforms.cluster.knative_config import KnativeConfigPatch, patch_for
 from pytest_knative_drain.platforms.cluster.knative_pod import KnativePod
 from pytest_knative_drain.platforms.cluster.ksvc import KsvcSpec, render_ksvc
@@ -41,6 +42,8 @@ kube, api, serving_src, caching_src, knative_core = (
     base.kube, base.api, base.serving_src, base.caching_src, base.knative_core
 )  # fmt: skip
 
+#: a port-forward on loopback: these tests make no request, so no gateway need be found
+LOOPBACK = forwarded(31080)
 RUNNING = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
 
 
@@ -335,7 +338,7 @@ def test_single_activator_config_pins_the_hpa_and_restores_it(api, activator) ->
 
 def test_existing_platform_refuses_config_changes_unless_allowed(api, activator) -> None:
     _play_deployment_controller(activator, 1)
-    platform = ExistingPlatform(api, run_id="run-refuse", progress=lambda _: None)
+    platform = ExistingPlatform(api, run_id="run-refuse", ingress=LOOPBACK, progress=lambda _: None)
     scenario = SCENARIOS["activator-delete-long"]
     with pytest.raises(ClusterConfigRefused) as refused:
         platform.configure(CONFIGS["default"], scenario)
@@ -350,12 +353,13 @@ def test_existing_platform_refuses_config_changes_unless_allowed(api, activator)
 
 
 def test_existing_platform_pulls_fixture_apps_from_the_app_registry(api) -> None:
-    bare = ExistingPlatform(api, run_id="run-images", progress=lambda _: None)
+    bare = ExistingPlatform(api, run_id="run-images", ingress=LOOPBACK, progress=lambda _: None)
     with pytest.raises(ClusterError, match="knative-drain push-apps --registry=REGISTRY"):
         bare.pod("go-exit", None, 60)
     platform = ExistingPlatform(
         api,
         run_id="run-images",
+        ingress=LOOPBACK,
         app_images=images.cluster_app_refs("reg.example.com/team"),
         progress=lambda _: None,
     )
@@ -395,7 +399,11 @@ def _ready_service(api, target: KnativePod, pods: list[str], errors: list) -> No
 
 def _started(api, spec: KsvcSpec, pods: list[str]) -> KnativePod:
     target = KnativePod(
-        api, spec, namespaces=Namespaces(api, "run-trig"), ingress_port=31080, ready_timeout_s=30
+        api,
+        spec,
+        namespaces=Namespaces(api, "run-trig"),
+        ingress_url="http://127.0.0.1:31080",
+        ready_timeout_s=30,
     )
     errors: list = []
     helper = threading.Thread(target=_ready_service, args=(api, target, pods, errors))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_knative_drain import options as opts
+from pytest_knative_drain.builders.image_reference import check_image_reference
 
 #: Stands in for the plugin's session platform in these inner sessions: if a bad value ever got
 #: past configure, this records that a platform would have come up, and nothing is started.
@@ -59,6 +60,11 @@ BAD: dict[str, Bad] = {
     "allow_cluster_config": Bad("maybe", ("true or false",), switch=True),
     "knative_manifests_dir": Bad("no-such-dir", ("serving-crds.yaml", "kourier.yaml")),
     "ingress_port": Bad("80x", ("1 to 65535",)),
+    "ingress_url": Bad(
+        "https://kourier.example.com",
+        ("http://HOST[:PORT]", "https is not supported"),
+        ("--platform=existing", "--kubeconfig=kc"),
+    ),
     "app_registry": Bad(
         "https://reg.example.com", ("no scheme",), ("--platform=existing", "--kubeconfig=kc")
     ),
@@ -222,7 +228,7 @@ def test_good_values_pass_configure(inner: pytest.Pytester) -> None:
     ],
 )
 def test_image_references_docker_accepts(reference: str) -> None:
-    assert opts.check_image_reference(reference) == reference
+    assert check_image_reference(reference) == reference
 
 
 @pytest.mark.parametrize(
@@ -244,4 +250,4 @@ def test_image_references_docker_accepts(reference: str) -> None:
 )
 def test_image_references_docker_rejects(reference: str) -> None:
     with pytest.raises(ValueError, match="lowercase name"):
-        opts.check_image_reference(reference)
+        check_image_reference(reference)

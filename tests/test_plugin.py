@@ -41,6 +41,22 @@ def test_help_lists_one_option_group(pytester: pytest.Pytester) -> None:
         (["--ingress-port=80x"], ["--ingress-port=80x", "1 to 65535"]),
         (["--ingress-port=70000"], ["--ingress-port=70000", "1 to 65535"]),
         (
+            ["--ingress-url=http://172.18.0.2:31080", "--platform=kind"],
+            ["--ingress-url=http://172.18.0.2:31080", "only applies to --platform=existing"],
+        ),
+        (
+            ["--ingress-url=http://172.18.0.2", "--ingress-port=8080", "--platform=existing"],
+            ["--ingress-url=http://172.18.0.2", "--ingress-port", "give one"],
+        ),
+        (
+            ["--ingress-url=http://gw.example.com/apps", "--platform=existing"],
+            ["--ingress-url=http://gw.example.com/apps", "Host header"],
+        ),
+        (
+            ["--ingress-url=http://gw:99999", "--platform=existing"],
+            ["--ingress-url=http://gw:99999", "1 to 65535"],
+        ),
+        (
             ["--app-registry=reg.example.com", "--platform=local"],
             ["--app-registry=reg.example.com", "--platform=existing"],
         ),

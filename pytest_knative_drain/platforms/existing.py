@@ -19,14 +19,13 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..knative import internal_tls
 from ..matrix.configs import KnativeConfig
 from ..matrix.scenarios import Scenario
+from .cluster import ingress as ingress_address
 from .cluster.api import ClusterError, Progress, api_client, knative_serving_version
+from .cluster.ingress import IngressAddress
 from .cluster.knative_config import KnativeConfigPatch
 from .serving_platform import ServingPlatform
 
 ALLOW_OPTION = "--allow-cluster-config"
-#: Where the cluster's ingress must answer on this host (e.g. ``kubectl port-forward -n
-#: kourier-system svc/kourier 31080:80``); the kind platform maps Kourier's NodePort here.
-DEFAULT_INGRESS_PORT = 31080
 
 
 class ClusterConfigRefused(ClusterError):
@@ -52,17 +51,17 @@ class ExistingPlatform(ServingPlatform):
         api: k8s.ApiClient,
         *,
         run_id: str,
+        ingress: IngressAddress,
         allow_cluster_config: bool = False,
         keep: bool = False,
         progress: Progress = _print,
         facts: dict[str, Any] | None = None,
-        ingress_port: int = DEFAULT_INGRESS_PORT,
         app_images: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             api,
             run_id=run_id,
-            ingress_port=ingress_port,
+            ingress=ingress,
             app_images=app_images,
             progress=progress,
             keep=keep,
@@ -83,10 +82,14 @@ class ExistingPlatform(ServingPlatform):
         keep: bool = False,
         progress: Progress = _print,
         timeout_s: float = 15.0,
-        ingress_port: int = DEFAULT_INGRESS_PORT,
+        ingress_url: str | None = None,
+        ingress_port: int | None = None,
         app_images: dict[str, str] | None = None,
     ) -> ExistingPlatform:
         """Connect (bounded), detect versions, and fail fast with a clear message if unusable.
+
+        The ingress is ``ingress_url``, else 127.0.0.1:``ingress_port`` (a port-forward),
+        else read from the cluster (platforms/cluster/ingress.py).
 
         The cluster's own Knative Serving version is what the run measures, so it is the
         ``knative_version`` the report names. ``requested_version`` is ``--knative-version``
@@ -139,6 +142,8 @@ class ExistingPlatform(ServingPlatform):
                 "records the request"
             )
         progress(f"existing cluster {host}: Kubernetes {kube}, Knative Serving {knative}")
+        ingress = choose_ingress(api, ingress_url, ingress_port)
+        progress(f"ingress {ingress.url}: {ingress.how}")
         return cls(
             api,
             run_id=run_id,
@@ -146,7 +151,7 @@ class ExistingPlatform(ServingPlatform):
             keep=keep,
             progress=progress,
             facts=facts,
-            ingress_port=ingress_port,
+            ingress=ingress,
             app_images=app_images,
         )
 
@@ -155,7 +160,9 @@ class ExistingPlatform(ServingPlatform):
         return {
             "platform": "existing",
             "allow_cluster_config": self.allow_cluster_config,
-            "ingress": f"127.0.0.1:{self.ingress_port} with the Knative Service Host header",
+            "ingress": f"{self.ingress.url} ({self.ingress.how}), with the Knative Service's "
+            "Host header",
+            "ingress_url": self.ingress.url,
             **self.facts,
         }
 
@@ -184,6 +191,23 @@ class ExistingPlatform(ServingPlatform):
     def close(self) -> None:
         """Delete the namespaces this run created (unless kept)."""
         self.namespaces.close()
+
+
+def choose_ingress(
+    api: k8s.ApiClient, ingress_url: str | None, ingress_port: int | None
+) -> IngressAddress:
+    """``--ingress-url``, else ``--ingress-port`` on loopback, else the cluster's own address."""
+    if ingress_url:
+        url = ingress_address.parse_ingress_url(ingress_url)
+        return IngressAddress(
+            url, f"{ingress_address.INGRESS_URL_OPTION} as given", ingress_address.is_loopback(url)
+        )
+    if ingress_port is not None:
+        return ingress_address.forwarded(ingress_port)
+    try:
+        return ingress_address.discover(api)
+    except ClusterError as exc:
+        raise ClusterError(f"--platform=existing: the ingress address: {exc}") from None
 
 
 def kubernetes_version_timeout(api: k8s.ApiClient, timeout_s: float) -> str:

@@ -41,6 +41,7 @@ from .cluster.api import (
 )
 from .cluster.apply import Applier
 from .cluster.changes import ConfigMapPatch
+from .cluster.ingress import IngressAddress
 from .cluster.knative_config import KnativeConfigPatch
 from .existing import refuse_unwired
 from .kind_cluster import KindCluster, install_pod_network
@@ -158,7 +159,10 @@ class KindPlatform(ServingPlatform):
         super().__init__(
             api,
             run_id=run_id,
-            ingress_port=host_port,  # Kourier's NodePort is mapped here
+            ingress=IngressAddress(
+                f"http://127.0.0.1:{host_port}",
+                f"Kourier NodePort {kind_plan.NODE_PORT} mapped to 127.0.0.1:{host_port} by kind",
+            ),
             app_images=app_images,
             progress=progress,
             keep=keep,
@@ -360,7 +364,8 @@ class KindPlatform(ServingPlatform):
             "platform": "kind",
             "knative_version": self.release.version,
             "node_image": self.facts.get("kind_node_image", self.release.kind_node_image),
-            "ingress": f"Kourier NodePort {kind_plan.NODE_PORT} -> 127.0.0.1:{self.ingress_port}",
+            "ingress": f"{self.ingress.url} ({self.ingress.how})",
+            "ingress_url": self.ingress.url,
             "app_images": self.app_images,
             **self.facts,
         }

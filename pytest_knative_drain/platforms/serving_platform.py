@@ -15,20 +15,21 @@ from .cluster.api import ClusterError, Progress
 from .cluster.capacity import Capacity, read_capacity
 from .cluster.changes import Namespaces
 from .cluster.faults import NodeProbe
+from .cluster.ingress import IngressAddress
 from .cluster.knative_config import KnativeConfigPatch, patch_for
 from .cluster.knative_pod import KnativePod
 from .cluster.ksvc import KsvcSpec, service_name
 
 
 class ServingPlatform:
-    """A cluster with Knative Serving whose ingress answers on 127.0.0.1:``ingress_port``."""
+    """A cluster with Knative Serving whose ingress answers at ``ingress.url``."""
 
     def __init__(
         self,
         api: k8s.ApiClient,
         *,
         run_id: str,
-        ingress_port: int,
+        ingress: IngressAddress,
         app_images: dict[str, str] | None,
         progress: Progress,
         keep: bool,
@@ -38,7 +39,7 @@ class ServingPlatform:
         """``keep`` keeps what the run made; ``keep_namespaces`` (default: ``keep``) says
         whether that includes each case's namespace and pods."""
         self.api = api
-        self.ingress_port = ingress_port
+        self.ingress = ingress
         self.app_images = dict(app_images or {})
         self.progress = progress
         self.keep = keep
@@ -48,13 +49,13 @@ class ServingPlatform:
         self.node_probe: NodeProbe | None = None  # kind: a node's container state in Docker
 
     def check_ingress(self, timeout_s: float = 60.0) -> str:
-        """One setup error instead of a drain failure per case when nothing answers on
-        127.0.0.1:``ingress_port`` (a missing port-forward, a wrong ``--ingress-port``).
+        """One setup error instead of a drain failure per case when nothing answers at the
+        ingress (a missing port-forward, a wrong ``--ingress-port`` or ``--ingress-url``).
 
         Any HTTP answer will do (Kourier answers 404 for a host it has no route for);
         the server header is recorded. Retried while the gateway starts (infrastructure).
         """
-        url = f"http://127.0.0.1:{self.ingress_port}/"
+        url = f"{self.ingress.url}/"
         headers = {"Host": "knative-drain-ingress-probe.invalid"}
 
         @retry(
@@ -69,10 +70,10 @@ class ServingPlatform:
             answer = probe()
         except RetryError as exc:
             raise ClusterError(
-                f"--ingress-port={self.ingress_port}: nothing answers HTTP on {url} within "
-                f"{timeout_s:.0f} s ({exc.last_attempt.exception()}); the ingress must be "
-                "reachable there (existing clusters: e.g. kubectl port-forward -n "
-                f"kourier-system svc/kourier {self.ingress_port}:80)"
+                f"the ingress ({self.ingress.how}): nothing answers HTTP on {url} within "
+                f"{timeout_s:.0f} s ({exc.last_attempt.exception()}); it must be reachable "
+                "from this machine (--ingress-url=http://HOST:PORT, or --ingress-port=N with "
+                "e.g. kubectl port-forward -n kourier-system svc/kourier N:80)"
             ) from None
         found = f"HTTP {answer.status_code} from {answer.headers.get('server', 'unknown server')}"
         self.facts["ingress_probe"] = found
@@ -125,7 +126,8 @@ class ServingPlatform:
             self.api,
             spec,
             namespaces=self.namespaces,
-            ingress_port=self.ingress_port,
+            ingress_url=self.ingress.url,
+            ingress_forwarded=self.ingress.forwarded,
             progress=self.progress,
             keep=self.keep_namespaces,
             node_probe=self.node_probe,

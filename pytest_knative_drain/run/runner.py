@@ -17,6 +17,7 @@ from ..load import websocket as ws_load
 from ..load.records import RequestRecord
 from ..matrix.configs import DEFAULT_CONFIG
 from ..matrix.scenarios import TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+from ..platforms.cluster.ingress import unreachable
 from ..platforms.pod import InfrastructureError
 from . import verdict
 
@@ -182,6 +183,9 @@ def run_scenario(
             f"{scenario}: trigger {event.name} at {event.planned_at:g} s failed, so no pod was "
             f"ended and there is no verdict: {event.error or 'it never ran'}"
         )
+    broke = forward_broke(target, result.records)
+    if broke:
+        raise InfrastructureError(f"{scenario}: {broke}")
     termination = target.wait_gone(max(grace, plan.timeout_seconds) + 60)
     summary = verdict.summarize(result.records, planned=plan.planned, events=target.events)
     out = ScenarioResult(
@@ -267,6 +271,34 @@ def untested_drain(result: ScenarioResult) -> str | None:
         "inconclusive: no request was in flight on an ended pod when its app got SIGTERM "
         f"({'; '.join(said)}): the termination came too late to test the drain (a slow "
         "trigger: pods Pending for CPU, a slow rollout); no verdict"
+    )
+
+
+def forward_broke(target: Any, records: list[RequestRecord]) -> str | None:
+    """Why a case through a port-forward (``--ingress-port`` on an existing cluster) has no
+    verdict, or None: the forward stopped listening, so its cuts are its own, not Knative's.
+
+    ``kubectl port-forward`` exits on any error on any of its connections (since Kubernetes
+    1.23: kubectl#1169, kubernetes#111825), and Envoy never refuses a connection while it
+    listens. So a refused connection, or a forward that no longer opens after failures,
+    means the forward broke under the case.
+    """
+    if not getattr(target, "ingress_forwarded", False):
+        return None
+    classes = [verdict.judge(r).cls for r in records]
+    failed = sum(1 for c in classes if c != "ok")
+    if not failed:
+        return None
+    refused = classes.count("refused")
+    down = unreachable(target.url)
+    if not refused and not down:
+        return None
+    why = f"it no longer opens ({down})" if down else f"it refused {refused} connections"
+    return (
+        f"the port-forward at {target.url} broke during the case: {why}; {failed} of "
+        f"{len(records)} requests failed through it, which says nothing about Knative; no "
+        "verdict (--ingress-url, or no --ingress-port: the address read from the cluster, "
+        "avoids the forward)"
     )
 
 

@@ -65,7 +65,8 @@ class KnativePod:
         spec: KsvcSpec,
         *,
         namespaces: Namespaces,
-        ingress_port: int,
+        ingress_url: str,
+        ingress_forwarded: bool = False,
         ready_timeout_s: float = READY_TIMEOUT_S,
         progress: Progress = _quiet,
         keep: bool = False,
@@ -77,7 +78,9 @@ class KnativePod:
         self.faults = FaultWatch(api, self.core, node_probe)
         self.spec = spec
         self.namespaces = namespaces
-        self.ingress_port = ingress_port
+        self.ingress_url = ingress_url
+        #: the ingress is a port-forward the user runs: its breaking is infrastructure
+        self.ingress_forwarded = ingress_forwarded
         self.ready_timeout_s = ready_timeout_s
         self.progress = progress
         self.keep = keep
@@ -225,8 +228,9 @@ class KnativePod:
 
     @property
     def url(self) -> str:
-        """The ingress (Kourier NodePort on kind) on loopback; the Host header picks the ksvc."""
-        return f"http://127.0.0.1:{self.ingress_port}"
+        """The ingress (on kind: Kourier's NodePort on loopback); the Host header picks the
+        Knative Service."""
+        return self.ingress_url
 
     @property
     def headers(self) -> dict[str, str]:
