@@ -422,45 +422,29 @@ def _drain_report(value: str) -> Path:
     return path.absolute()  # written at the end: where it was meant, whatever the cwd then
 
 
-def _first_existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists (``exists`` is False under a file)."""
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def _check_creatable(flag: str, value: str, path: Path, what: str) -> None:
-    """A directory can be made at ``path`` (or exists there) and written into."""
-    ancestor = _first_existing(path)
-    if not ancestor.is_dir():
-        raise pytest.UsageError(
-            f"{flag}={value}: {ancestor} is a file, so no {what} can be made under it; "
-            "give a path in a directory you can write"
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise pytest.UsageError(
-            f"{flag}={value}: {ancestor} is not writable; give a path in a directory you can write"
-        )
-
-
 def output_file(flag: str, value: str) -> Path:
     """A file path the run can write at its end, checked now so no result is lost then."""
+    from .evidence.writable import NotWritable, check_file
+
     path = Path(value).expanduser()
-    if path.is_dir():
-        raise pytest.UsageError(f"{flag}={value}: is a directory; give a file path, e.g. run.json")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise pytest.UsageError(f"{flag}={value}: the file exists and is not writable")
-    _check_creatable(flag, value, path.parent, "directory")
+    try:
+        check_file(path)
+    except NotWritable as exc:
+        raise pytest.UsageError(f"{flag}={value}: {exc}; give a path you can write") from None
     return path
 
 
 def output_dir(flag: str, value: str) -> Path:
     """A directory path the run can create (or that exists) and write into."""
+    from .evidence.writable import NotWritable, check_directory
+
     path = Path(value).expanduser()
     if path.exists() and not path.is_dir():
         raise pytest.UsageError(f"{flag}={value}: is a file; give a directory path")
-    _check_creatable(flag, value, path, "directory")
+    try:
+        check_directory(path)
+    except NotWritable as exc:
+        raise pytest.UsageError(f"{flag}={value}: {exc}; give a path you can write") from None
     return path
 
 
