@@ -32,7 +32,9 @@ class WebsocketServer:
     ``behaviour``: "echo" (echo; close 1000 when ``term`` is set, like a draining app),
     "drop" (after 2 echoes end the TCP connection with no close frame), "reset" (after 2
     echoes, RST), "refuse" (answer the upgrade 503), "close-1011" (after 2 echoes close
-    1011), "swallow" (echo 2, read but never answer the third, close 1000 after 2 s).
+    1011), "swallow" (echo 2, read but never answer the third, close 1000 after 2 s),
+    "crossed" (echo; once ``term`` is set, close 1000 on the next message instead of
+    echoing it: the client wrote it as the close frame was on its way).
     """
 
     def __init__(self, behaviour: str) -> None:
@@ -90,6 +92,9 @@ class WebsocketServer:
                 continue
             except Exception:  # noqa: BLE001 - the client went away
                 return
+            if self.behaviour == "crossed" and self.term.is_set():
+                await ws.close(1000, "server shutting down")
+                return
             if self.behaviour == "swallow" and echoed == 2:
                 await asyncio.sleep(2)
                 await ws.close(1000)
@@ -108,6 +113,56 @@ class WebsocketServer:
         if self.behaviour == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
         ws.transport.abort()
+
+
+class LaggingRelay:
+    """A TCP relay on 127.0.0.1 that passes bytes at once both ways but ends the client's
+    side ``lag_s`` after the server's side ended, as an ingress and queue-proxy do: on kind
+    the TCP close came about a second after the server's close frame."""
+
+    def __init__(self, upstream_port: int, lag_s: float) -> None:
+        self.upstream_port, self.lag_s = upstream_port, lag_s
+        self._ready = threading.Event()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LaggingRelay:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set_result, None)
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = self._loop.create_future()
+        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop
+
+    async def _relay(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, lag: float) -> None:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+            await asyncio.sleep(lag)
+            w.close()
+
+        await asyncio.gather(
+            pipe(c_reader, s_writer, 0.0),
+            pipe(s_reader, c_writer, self.lag_s),
+            return_exceptions=True,
+        )
 
 
 def _run(srv: WebsocketServer, n: int = 3, **kw: Any) -> list[Any]:
@@ -153,6 +208,27 @@ def test_each_bad_ending_has_its_class(behaviour: str, cls: str) -> None:
         assert {r.messages_answered for r in records} == {2}
     summary = verdict.summarize(records)
     assert summary.strict_sli == 0.0 and summary.classes == {cls: 3}
+
+
+@pytest.mark.parametrize(("behaviour", "cls"), [("crossed", None), ("swallow", "ws_unanswered")])
+def test_a_message_crossing_the_close_frame_is_judged_by_the_frame_not_the_tcp_close(
+    behaviour: str, cls: str | None
+) -> None:
+    """Behind a relay whose TCP close trails the close frame by 1.5 s (an ingress), a
+    message written just before the close frame arrived crossed it and is not lost; a
+    message the server read and never answered for 2 s still is (the broken twin). Timed
+    from the TCP close, the crossed message was counted unanswered: the 4-of-20 failure of
+    websocket-long on kind 1.23 (evidence/2026-12-05-kind-1.23)."""
+    with WebsocketServer(behaviour) as srv, LaggingRelay(srv.port, lag_s=1.5) as relay:
+        sessions = [Sessions("s", 3, interval_s=0.2, hold_s=10)]
+        events = [Event("term", 1.0, srv.term.set)] if behaviour == "crossed" else []
+        records = run_ws_schedule_sync(relay.url, sessions, events, deadline_s=30).records
+    assert srv.sessions == 3
+    for rec in records:
+        assert rec.close_code == 1000 and rec.error == cls, (rec.error, rec.error_detail)
+        assert rec.messages_sent == rec.messages_answered + 1  # one message never echoed
+        assert rec.finished_mono - rec.headers_mono > 1.5  # the TCP close did trail
+        assert verdict.judge(rec).cls == (cls or "ok")
 
 
 def test_refused_upgrade_keeps_the_answer() -> None:
