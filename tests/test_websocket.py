@@ -10,6 +10,7 @@ asserted exactly; the server counts sessions, which proves none was retried.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 import threading
@@ -179,6 +180,7 @@ def test_clean_close_1000_after_every_echo_is_ok() -> None:
         assert rec.kind == "websocket" and rec.status == 101
         assert rec.error is None and rec.close_code == 1000, rec
         assert rec.close_reason == "server shutting down"
+        assert rec.headers_mono < rec.close_frame_mono <= rec.finished_mono
         assert rec.messages_sent >= 4 and rec.messages_answered == rec.messages_sent
         assert verdict.judge(rec).cls == "ok"
     assert verdict.summarize(records).strict_sli == 1.0
@@ -227,8 +229,10 @@ def test_a_message_crossing_the_close_frame_is_judged_by_the_frame_not_the_tcp_c
     for rec in records:
         assert rec.close_code == 1000 and rec.error == cls, (rec.error, rec.error_detail)
         assert rec.messages_sent == rec.messages_answered + 1  # one message never echoed
-        assert rec.finished_mono - rec.headers_mono > 1.5  # the TCP close did trail
+        assert rec.finished_mono - rec.close_frame_mono > 1.4  # the TCP close did trail
         assert verdict.judge(rec).cls == (cls or "ok")
+        if cls:  # swallowed 2 s before the close frame: timed from the frame, not the TCP end
+            assert 1.9 < float(re.search(r"last written ([\d.]+) s", rec.error_detail)[1]) < 2.5
 
 
 def test_refused_upgrade_keeps_the_answer() -> None:

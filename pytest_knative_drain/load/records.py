@@ -68,6 +68,7 @@ class RequestRecord:
     messages_answered: int = 0
     close_code: int | None = None  # None: no close frame came (1006 in RFC 6455 terms)
     close_reason: str | None = None
+    close_frame_mono: float | None = None  # the close frame's arrival; the TCP close trails it
 
     @property
     def duration_s(self) -> float | None:

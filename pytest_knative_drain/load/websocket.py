@@ -183,6 +183,7 @@ async def _exchange(rec: RequestRecord, spec: Sessions, ws: Any, clock: _Clock) 
     finally:
         closed.cancel()
     rec.finished_mono, rec.finished_wall = clock.stamp()
+    rec.close_frame_mono = getattr(ws, "close_frame_mono", None)
     protocol = ws.protocol
     rcvd = protocol.close_rcvd
     if rcvd is not None:
@@ -206,13 +207,14 @@ async def _exchange(rec: RequestRecord, spec: Sessions, ws: Any, clock: _Clock) 
         rec.error = "ws_close_code"
         rec.error_detail = f"closed by the server with {rcvd.code} {rcvd.reason!r}, not 1000"
     else:
-        close_at = getattr(ws, "close_frame_mono", None) or rec.finished_mono
+        close_at = rec.close_frame_mono or rec.finished_mono
         lost_msgs = [t for t in written if close_at - t > CROSS_S]
         if lost_msgs:
             rec.error = "ws_unanswered"
             rec.error_detail = (
                 f"{len(lost_msgs)} of {rec.messages_sent} messages never echoed before the "
-                "server's close 1000"
+                f"server's close 1000 (the last written {close_at - lost_msgs[-1]:.2f} s "
+                "before it)"
             )
     rec.body_ok = rec.error is None
 
