@@ -17,6 +17,7 @@ R102 = REPLAY / "local-1.0.2" / "drain-report.json"  # before queue-proxy's drai
 R170 = REPLAY / "local-1.7.0" / "drain-report.json"  # the bug (known Knative failure)
 R1100 = REPLAY / "local-1.10.0" / "drain-report.json"  # the fix
 KIND = EVIDENCE / "2026-12-01-kind-1.18" / "kind" / "drain-report.json"
+KIND_123 = EVIDENCE / "2026-12-05-kind-1.23" / "kind" / "drain-report.json.gz"  # 16 MB raw
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -124,6 +125,7 @@ def test_the_summary_file_gets_the_markdown_appended(
         (lambda d: d / "missing.json", "OLD {old}: no such file"),
         (lambda d: (d / "x.json").write_text("{not json") and d / "x.json", "not a drain report"),
         (lambda d: (d / "y.json").write_text('{"a": 1}') and d / "y.json", "not a drain report"),
+        (lambda d: (d / "z.json.gz").write_text("{}") and d / "z.json.gz", "not a drain report"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -134,6 +136,12 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message.format(old=old) in err
+
+
+def test_a_gzipped_report_is_read_as_its_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, str(KIND), str(KIND_123))
+    assert err == "" and code in (0, 1)
+    assert "1.23.0" in out and "1.18" in out
 
 
 def test_runs_of_different_platforms_are_refused(capsys: pytest.CaptureFixture[str]) -> None:

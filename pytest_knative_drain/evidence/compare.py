@@ -18,6 +18,7 @@ summary takes 1 MiB), unchanged cases are left out first.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,13 +104,17 @@ def case_id(scenario: dict[str, Any]) -> str:
 
 
 def read_json(path: str | Path, role: str, what: str) -> Any:
-    """``path``'s JSON, or CompareError in one line naming ``role`` and ``what`` it must be."""
+    """``path``'s JSON, or CompareError in one line naming ``role`` and ``what`` it must be.
+
+    A ``.gz`` path is read through gzip: a whole release's report is 16 MB of records, and
+    evidence/ keeps it compressed."""
     p = Path(path)
     try:
-        return json.loads(p.read_text())
+        raw = p.read_bytes()
+        return json.loads(gzip.decompress(raw) if p.suffix == ".gz" else raw)
     except FileNotFoundError:
         raise CompareError(f"{role} {p}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CompareError(f"{role} {p}: not {what} ({type(exc).__name__}: {exc})") from None
 
 
