@@ -15,16 +15,29 @@ from .knative.kubernetes import KubernetesChoice
 
 
 def _release(
-    parser: argparse.ArgumentParser, version: str, platform: str | None = None
+    parser: argparse.ArgumentParser,
+    version: str,
+    platform: str | None = None,
+    *,
+    builds: bool = False,
 ) -> catalog.Release:
+    """The release ``version`` names; with ``builds`` (it is built here), a minor's newest
+    patch the module proxy serves, said on stdout when it is not the newest patch."""
     try:
         release = catalog.resolve(version)
         if platform is not None:
             release.check_platform(platform)
-        return release
     except catalog.CatalogError as exc:
         parser.error(f"--knative-version={version}: {exc}")
         raise  # unreachable: parser.error exits
+    if builds:
+        from .platforms.release_patch import buildable
+
+        choice = buildable(release, version)
+        if choice.substituted:
+            print(f"--knative-version={version}: {choice.substituted}; running it")
+        release = choice.release
+    return release
 
 
 def cmd_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -109,7 +122,7 @@ def cmd_provision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from .matrix.apps import APPS
     from .platforms.local import LocalPlatform
 
-    release = _release(parser, args.knative_version, args.platform)
+    release = _release(parser, args.knative_version, args.platform, builds=True)
     if args.platform == "kind":
         from .knative import kubernetes as kube_versions
 
@@ -262,7 +275,7 @@ def cmd_upstream(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from .platforms.cluster.api import ClusterError
     from .run import upstream
 
-    release = _release(parser, args.knative_version, "kind")
+    release = _release(parser, args.knative_version, "kind", builds=True)
     families = args.families or list(FAMILIES)
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:

@@ -9,7 +9,7 @@ them and only add ini keys for them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,8 @@ class DrainOptions:
     kubernetes: kube_versions.KubernetesChoice | None = None
     #: --kind-workers: kind worker nodes at least (the scenarios may ask for more)
     kind_workers: int = 0
+    #: why ``release`` is not the newest patch of the minor asked (platforms/release_patch)
+    release_substituted: str | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -262,7 +264,24 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
     )
     # last: the only check that reads a file the user may not expect us to read
     _check_cluster_access(kubeconfig_path, context, platform)
-    return options
+    return _buildable_patch(options, version)
+
+
+def _buildable_patch(options: DrainOptions, requested: str) -> DrainOptions:
+    """Where Knative is built here, a minor runs its newest patch the module proxy serves."""
+    builds = options.platform == "local" or (
+        options.platform == "kind"
+        and options.kind_build != "release"
+        and options.knative_manifests_dir is None
+    )
+    if not builds:
+        return options
+    from .platforms.release_patch import buildable
+
+    choice = buildable(options.release, requested)
+    if choice.substituted is None:
+        return options
+    return replace(options, release=choice.release, release_substituted=choice.substituted)
 
 
 def _kubernetes(

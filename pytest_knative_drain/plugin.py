@@ -65,6 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    options = config.stash.get(OPTIONS_KEY, None)
+    if options is None or not options.release_substituted:
+        return []
+    return [f"knative-drain: {options.release_substituted}"]
+
+
 @pytest.hookimpl(trylast=True)  # after every other unconfigure: signals stay handled till then
 def pytest_unconfigure(config: pytest.Config) -> None:
     guard = config.stash.get(SIGNAL_GUARD_KEY, None)

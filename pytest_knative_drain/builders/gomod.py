@@ -69,6 +69,14 @@ def proxy_url() -> str:
     return first if first.startswith("http") else "https://proxy.golang.org"
 
 
+def module_cache() -> Path:
+    """``go env GOMODCACHE``: where ``go mod download`` keeps modules."""
+    out = subprocess.run(
+        [go_binary(), "env", "GOMODCACHE"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    return Path(out)
+
+
 def _escape(module: str) -> str:
     """The proxy protocol's case encoding: upper-case letters become ``!`` + lower case."""
     return "".join(f"!{c.lower()}" if c.isupper() else c for c in module)

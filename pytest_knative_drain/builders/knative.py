@@ -15,6 +15,7 @@ those modules serving's go.mod requires, at the paths the links point to.
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 import yaml
 
 from ..host.docker_engine import state_dir
@@ -124,7 +126,7 @@ def check_served(version: str) -> str:
     """The module version of Knative ``version`` if the module proxy serves it; else an
     ImagesError naming the nearest patch it does serve, as a ``--knative-version``."""
     mod_version = module_version(version)
-    if gomod.resolvable(SERVING, mod_version):
+    if _downloaded(mod_version) or gomod.resolvable(SERVING, mod_version):
         return mod_version
     served = gomod.nearest_resolvable(SERVING, mod_version)
     hint = ""
@@ -136,6 +138,26 @@ def check_served(version: str) -> str:
     raise ImagesError(
         f"Knative Serving {version}: the module proxy refuses {SERVING}@{mod_version}{hint}"
     )
+
+
+def served_patch(mod_version: str) -> str | None:
+    """The serving module version a build here would use for ``mod_version``: itself when
+    it is in the Go module cache or the proxy serves it, else the newest lower patch of its
+    minor the proxy serves. None when no patch is served or the proxy cannot be asked (the
+    build then says why). Asked before any build: a refused patch found after a 6-minute
+    Kubernetes build (the 1.19.9 matrix leg) wastes the run."""
+    try:
+        if _downloaded(mod_version) or gomod.resolvable(SERVING, mod_version):
+            return mod_version
+        return gomod.nearest_resolvable(SERVING, mod_version)
+    except (gomod.GoBuildError, requests.RequestException, OSError, subprocess.SubprocessError):
+        return None
+
+
+def _downloaded(mod_version: str) -> bool:
+    """Whether ``go mod download`` already has the serving module's zip (no network)."""
+    cache = gomod.module_cache()
+    return (cache / "cache" / "download" / SERVING / "@v" / f"{mod_version}.zip").is_file()
 
 
 def build_serving(

@@ -72,6 +72,7 @@ def build_kind_stack(
         progress(f"[build] {name}: {steps[name]:.1f} s")
         return result
 
+    knative.check_served(knative_version)  # a refused release: before an hour of builds
     ensure_engine()
     client = docker_client(timeout=1800)
     try:

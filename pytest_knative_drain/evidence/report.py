@@ -120,7 +120,11 @@ class DrainReport:
         """
         release = self.options.release
         if version == release.version:
-            return _pins_apart(release.to_dict())
+            built = _pins_apart(release.to_dict())
+            if self.options.release_substituted:  # a minor asked, a served patch built
+                built["requested_version"] = self.options.knative_version_requested
+                built["substituted"] = self.options.release_substituted
+            return built
         try:
             measured: dict[str, Any] = _pins_apart(catalog.resolve(version).to_dict())
         except catalog.CatalogError:
@@ -204,6 +208,7 @@ class DrainReport:
                 if k.get("requested_version")
                 else []
             ),
+            *([f"| patch substituted | {k['substituted']} |"] if k.get("substituted") else []),
             f"| Kubernetes | {kube['version'] or 'none (no cluster)'} |",
             f"| platform | {data['platform']} |",
             f"| ingress | {data['ingress']} |",

@@ -358,6 +358,12 @@ def _accepted() -> str:
     )
 
 
+def names_patch(version: str) -> bool:
+    """Whether ``version`` names a patch (``1.14.1``), not only a minor (``1.14``)."""
+    match = _VERSION_RE.match(str(version).strip().lower())
+    return bool(match and match.group(3) is not None)
+
+
 def resolve(version: str) -> Release:
     """``"1.14"``/``"v1.14"`` -> newest 1.14 patch; ``"1.14.1"``/``"knative-v1.14.1"`` exact."""
     text = str(version).strip()
