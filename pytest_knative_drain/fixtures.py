@@ -22,6 +22,7 @@ from .matrix.scenarios import SCENARIOS, TRIGGERS
 from .options import DEFAULT_INGRESS_PORT, DrainOptions, cluster_concurrency
 from .platforms.pod import InfrastructureError
 from .run import scheduler
+from .run.progress import CaseProgress
 from .run.runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 
 
@@ -230,6 +231,25 @@ def _say(config: pytest.Config, message: str) -> None:
         reporter.write_line(f"[knative-drain] {message}")
 
 
+def _say_progress(config: pytest.Config) -> None:
+    """The progress lines of cases that ended, on the terminal past the test's capture
+    (main thread only: capture is the main thread's)."""
+    progress = config.stash.get(plugin.PROGRESS_KEY, None)
+    lines = progress.take() if progress is not None else []
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if not lines or capture is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        # a test's line is always open here (its path and dots, or -v's location); the
+        # reporter's own idea of the column is off after lines written under capture
+        reporter.write("\n")
+        for line in lines:
+            reporter.write_line(f"[knative-drain] {line}")
+
+
 def _scheduled_cases(session: pytest.Session, options: DrainOptions) -> list[tuple[str, Case]]:
     """(test id, case) of every selected test that runs a matrix cell with ``drain``."""
     out = []
@@ -303,6 +323,7 @@ def _drain_scheduler(
     how = "auto" if options.drain_concurrency is None else "--drain-concurrency"
     environment = config.stash[plugin.REPORT_KEY].environment
     environment["drain_concurrency"] = f"{workers} ({how})"
+    config.stash[plugin.PROGRESS_KEY] = CaseProgress(len(selected))
     if options.platform != "local" and workers > 1:
         _check_capacity(drain_platform, [c for _, c in selected], workers, environment, config)
     if workers <= 1:
@@ -426,15 +447,43 @@ class Drain:
     def _result(self, case: Case) -> ScenarioResult:
         """This test's case from the pool (started with the session's others), else run
         here: a case not submitted (a scenario name, a second run), under the pool's lock."""
-        if self.pool is None:
-            return self._execute(case)
-        future = self.pool.take(_key(self.nodeid, case))
-        if future is not None and case.app == self.app.name:
-            return scheduler.result_of(future)
-        with self.pool.lock.for_case(case):
-            return self._execute(case, self.pool.stopping, self.pool.pod_starts)
+        try:
+            if self.pool is None:
+                return self._execute(case)
+            future = self.pool.take(_key(self.nodeid, case))
+            if future is not None and case.app == self.app.name:
+                while not concurrent.futures.wait([future], timeout=2.0).done:
+                    _say_progress(self.config)  # cases the pool finished meanwhile
+                return scheduler.result_of(future)
+            with self.pool.lock.for_case(case):
+                return self._execute(case, self.pool.stopping, self.pool.pod_starts)
+        finally:
+            _say_progress(self.config)
 
     def _execute(
+        self,
+        case: Case,
+        stopping: threading.Event | None = None,
+        pod_starts: threading.Semaphore | None = None,
+    ) -> ScenarioResult:
+        """:meth:`_run_case`, with a progress line when it ends (run/progress.py)."""
+        progress = self.config.stash.get(plugin.PROGRESS_KEY, None)
+        if progress is None:
+            return self._run_case(case, stopping, pod_starts)
+        progress.started(case.id)
+        outcome = "error"
+        try:
+            result = self._run_case(case, stopping, pod_starts)
+            met = "met" if result.expectation_met else "NOT MET"
+            outcome = f"{met} (strict SLI {result.summary.strict_sli:.3f})"
+            return result
+        except scheduler.Stopped:
+            outcome = "stopped"
+            raise
+        finally:
+            progress.finished(case.id, outcome)
+
+    def _run_case(
         self,
         case: Case,
         stopping: threading.Event | None = None,

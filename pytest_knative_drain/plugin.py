@@ -16,6 +16,7 @@ from .knative import internal_tls, known_failures
 from .matrix.apps import APPS
 from .matrix.cases import Case, cases, families
 from .matrix.scenarios import DRAIN_QUIET_S
+from .run.progress import CaseProgress
 from .run.runner import ScenarioResult
 
 OPTIONS_KEY = pytest.StashKey[opts.DrainOptions]()
@@ -30,6 +31,8 @@ EVIDENCE_PROBLEMS_KEY = pytest.StashKey[list[str]]()
 SESSION_END_ERRORS_KEY = pytest.StashKey[list[str]]()
 #: SIGTERM/SIGHUP/SIGINT unwind the run like Ctrl-C (see host/signals.py)
 SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
+#: the session's case progress (one line per finished case), set by the case pool fixture
+PROGRESS_KEY = pytest.StashKey[CaseProgress]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 

@@ -149,3 +149,14 @@ def test_timeline_follows_kubelet(report: dict) -> None:
     # batch-2 arrives 5 s after the delete and restarts the 30 s quiet period
     assert 34 <= at["preStop returned"] <= 40
     assert at["SIGTERM user-container"] >= at["preStop returned"]
+
+
+def test_each_finished_case_says_how_far_the_run_is(conformance_run: Path, report: dict) -> None:
+    """run/progress.py: one line per case as it ends, however the pool orders them."""
+    log = (conformance_run / "pytest.log").read_text()
+    lines = [line for line in log.splitlines() if line.startswith("[knative-drain] ")]
+    total = len(report["scenarios"])
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == list(range(1, total + 1))
+    assert all(line.split()[1].endswith(f"/{total}") for line in lines)
+    assert {line.split(": ", 1)[1].split(" ")[1] for line in lines} == {"met"}
+    assert "running" in lines[0] and "running" not in lines[-1]  # cases at once, then none
