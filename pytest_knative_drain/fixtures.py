@@ -231,25 +231,6 @@ def _say(config: pytest.Config, message: str) -> None:
         reporter.write_line(f"[knative-drain] {message}")
 
 
-def _say_progress(config: pytest.Config) -> None:
-    """The progress lines of cases that ended, on the terminal past the test's capture
-    (main thread only: capture is the main thread's)."""
-    progress = config.stash.get(plugin.PROGRESS_KEY, None)
-    lines = progress.take() if progress is not None else []
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if not lines or capture is None:
-        return
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        # a test's line is always open here (its path and dots, or -v's location); the
-        # reporter's own idea of the column is off after lines written under capture
-        reporter.write("\n")
-        for line in lines:
-            reporter.write_line(f"[knative-drain] {line}")
-
-
 def _scheduled_cases(session: pytest.Session, options: DrainOptions) -> list[tuple[str, Case]]:
     """(test id, case) of every selected test that runs a matrix cell with ``drain``."""
     out = []
@@ -453,12 +434,12 @@ class Drain:
             future = self.pool.take(_key(self.nodeid, case))
             if future is not None and case.app == self.app.name:
                 while not concurrent.futures.wait([future], timeout=2.0).done:
-                    _say_progress(self.config)  # cases the pool finished meanwhile
+                    plugin.say_progress(self.config)  # cases the pool finished meanwhile
                 return scheduler.result_of(future)
             with self.pool.lock.for_case(case):
                 return self._execute(case, self.pool.stopping, self.pool.pod_starts)
         finally:
-            _say_progress(self.config)
+            plugin.say_progress(self.config)
 
     def _execute(
         self,

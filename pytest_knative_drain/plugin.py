@@ -12,10 +12,11 @@ from . import options as opts
 from .evidence import allure as allure_evidence
 from .evidence.report import DrainReport, one_line, write_atomic
 from .interrupts import SignalGuard, install_signal_guard
-from .knative import internal_tls, known_failures
+from .knative import known_failures
 from .matrix.apps import APPS
 from .matrix.cases import Case, cases, families
 from .matrix.scenarios import DRAIN_QUIET_S
+from .run import suite
 from .run.progress import CaseProgress
 from .run.runner import ScenarioResult
 
@@ -119,22 +120,9 @@ def _case_param(case: Case, options: opts.DrainOptions) -> object:
         ]
     if case.scenario.plan("quick").last_request_end_s > DRAIN_QUIET_S:
         marks.append(pytest.mark.slow)
-    if case.config.name == internal_tls.CONFIG:
-        why_not = internal_tls.unsupported(options.release.version, platform)
-        if why_not is not None:
-            marks.append(pytest.mark.skip(reason=f"{case.id}: {why_not}"))
-    if platform not in case.platforms:
-        why = (
-            f"trigger {case.scenario.trigger}"
-            if platform not in case.scenario.platforms
-            else f"Knative config {case.config.name}"
-        )
-        marks.append(
-            pytest.mark.skip(
-                reason=f"{case.scenario.name}: {why} needs --platform="
-                f"{' or '.join(case.platforms)} (this run: --platform={platform})"
-            )
-        )
+    why_not = suite.skip_reason(case, platform, options.release.version)
+    if why_not is not None:
+        marks.append(pytest.mark.skip(reason=why_not))
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -206,6 +194,25 @@ def _record_result(item: pytest.Item, result: ScenarioResult, report: DrainRepor
             f"allure attachments of {what}",
             problems.append,
         )
+
+
+def say_progress(config: pytest.Config) -> None:
+    """The progress lines of cases that ended, on the terminal past the test's capture
+    (main thread only: capture is the main thread's)."""
+    progress = config.stash.get(PROGRESS_KEY, None)
+    lines = progress.take() if progress is not None else []
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if not lines or capture is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        # a test's line is always open here (its path and dots, or -v's location); the
+        # reporter's own idea of the column is off after lines written under capture
+        reporter.write("\n")
+        for line in lines:
+            reporter.write_line(f"[knative-drain] {line}")
 
 
 def _isolated(write: Callable[[], object], what: str, say: Callable[[str], None]) -> None:
