@@ -222,6 +222,24 @@ def cmd_push_apps(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """A certification bundle checked: exit 0 when whole, 1 with one line per problem."""
+    from .evidence.verify import verify
+
+    try:
+        found = verify(args.bundle)
+    except (OSError, EOFError, ValueError) as exc:  # a damaged .tar.gz, an unreadable dir
+        print(f"knative-drain verify: {args.bundle}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    for line in found.notes:
+        print(f"note: {line}")
+    for line in found.problems:
+        print(f"FAIL: {line}")
+    if found.ok:
+        print(f"verify: OK: {args.bundle} ({found.files} files, {found.cases} cases)")
+    return 0 if found.ok else 1
+
+
 def cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Two drain reports side by side; exit 1 on a regression, 2 on input it cannot read."""
     from .evidence import compare
@@ -382,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append the markdown here (e.g. $GITHUB_STEP_SUMMARY)",
     )
     comp.set_defaults(func=cmd_compare)
+
+    ver = sub.add_parser("verify", help="check a --drain-bundle: whole, unedited, a full run")
+    ver.add_argument("bundle", type=Path, help="the --drain-bundle directory, or its .tar.gz")
+    ver.set_defaults(func=cmd_verify)
 
     table = sub.add_parser("table", help="drain reports of many releases as one matrix table")
     table.add_argument("reports", nargs="+", help="drain-report.json files, one per run")

@@ -19,7 +19,7 @@ from .matrix.apps import APPS, FixtureApp
 from .matrix.cases import Case
 from .matrix.configs import CONFIGS, DEFAULT_CONFIG
 from .matrix.scenarios import SCENARIOS, TRIGGERS
-from .options import DEFAULT_INGRESS_PORT, DrainOptions, cluster_concurrency
+from .options import DEFAULT_INGRESS_PORT, DrainOptions
 from .platforms.pod import InfrastructureError
 from .run import scheduler
 from .run.progress import CaseProgress
@@ -299,7 +299,7 @@ def _drain_scheduler(
         options.drain_concurrency,
         options.platform,
         len(selected),
-        cluster_concurrency(options.platform, options.kind_workers),
+        scheduler.cluster_concurrency(options.platform, options.kind_workers),
     )
     how = "auto" if options.drain_concurrency is None else "--drain-concurrency"
     environment = config.stash[plugin.REPORT_KEY].environment
@@ -406,6 +406,7 @@ class Drain:
         if isinstance(case, str):
             case = Case(SCENARIOS[case], CONFIGS[DEFAULT_CONFIG], self.app.name)
         if self.options.platform not in case.platforms:
+            plugin.suite_skip(self.config, self.nodeid)
             pytest.skip(f"{case.id} cannot run on --platform={self.options.platform}")
         skip = failure = ""
         try:
@@ -419,6 +420,7 @@ class Drain:
         except TriggerError as exc:
             failure = f"{case.id}: {exc}"
         if skip:  # outside the except blocks: no exception chain in the output
+            plugin.suite_skip(self.config, self.nodeid)
             pytest.skip(skip)
         if failure:
             pytest.fail(failure, pytrace=False)

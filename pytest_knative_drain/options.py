@@ -17,6 +17,7 @@ import pytest
 
 from .knative import catalog
 from .knative import kubernetes as kube_versions
+from .run.scheduler import CLUSTER_CONCURRENCY, KIND_WORKER_CONCURRENCY
 
 PLATFORMS = ("kind", "existing", "local")
 PROFILES = ("quick", "seed")
@@ -24,23 +25,6 @@ KIND_BUILDS = ("auto", "release", "here")
 DEFAULT_KNATIVE_VERSION = "1.14"  # the version of knative/serving#15211
 #: --platform=kind maps Kourier's NodePort to this port on 127.0.0.1 unless --ingress-port
 DEFAULT_INGRESS_PORT = 31080
-#: --drain-concurrency=auto on kind/existing: Knative, Kourier and the control plane already
-#: request 1.875 of this machine's 2 cores on one kind node (evidence/2026-12-01-kind-1.14),
-#: and every case adds a Knative Service with its own pods and readiness waits
-CLUSTER_CONCURRENCY = 2
-#: ... and on kind with a worker node (--kind-workers >= 1), where CPU requests no longer bind:
-#: 28 cases of Knative 1.23 at 6 at once, every verdict as expected, CPU mean 53 % of the
-#: two cores (benchmarks/results/kind-1.23-concurrency-6-one-worker.json); one node at 4
-#: at once left pods Pending for CPU (evidence/2026-12-04-kind-matrix)
-KIND_WORKER_CONCURRENCY = 6
-
-
-def cluster_concurrency(platform: str, kind_workers: int) -> int:
-    """What ``auto`` means on a cluster: :data:`KIND_WORKER_CONCURRENCY` on kind with a
-    worker, else :data:`CLUSTER_CONCURRENCY`."""
-    return KIND_WORKER_CONCURRENCY if platform == "kind" and kind_workers else CLUSTER_CONCURRENCY
-
-
 #: every option and ini key the plugin registers: (dest, flag, help, default); a ``None``
 #: flag means pytest-kind owns the flag. tests/test_options.py tries a bad value for each.
 OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
@@ -71,6 +55,15 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         None,
     ),
     ("drain_report", "--drain-report", "Write the JSON drain report (and .md) to this path.", None),
+    (
+        "drain_bundle",
+        "--drain-bundle",
+        "Write a certification bundle: DIR/ (report, PRODUCT.yaml, JUnit, log, session, "
+        "environment, pod logs of failed cases, SHA256SUMS) and DIR.tar.gz; check it with "
+        "`knative-drain verify DIR`.",
+        None,
+    ),
+    ("product", "--product", "PRODUCT.yaml of the product --drain-bundle certifies.", None),
     (
         "allow_cluster_config",
         "--allow-cluster-config",
@@ -181,6 +174,9 @@ class DrainOptions:
     kind_workers: int = 0
     #: why ``release`` is not the newest patch of the minor asked (platforms/release_patch)
     release_substituted: str | None = None
+    #: --drain-bundle and --product (evidence/bundle.py)
+    drain_bundle: Path | None = None
+    product: dict[str, Any] | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -261,10 +257,26 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         knative_version_requested=str(requested) if requested else None,
         kubernetes=_kubernetes(config, release, platform),
         kind_workers=_kind_workers(config, platform),
+        **_bundle(config),
     )
     # last: the only check that reads a file the user may not expect us to read
     _check_cluster_access(kubeconfig_path, context, platform)
     return _buildable_patch(options, version)
+
+
+def _bundle(config: pytest.Config) -> dict[str, Any]:
+    """--drain-bundle's directory (checked writable now) and --product's fields."""
+    from .evidence.bundle import BundleError, read_product
+
+    bundle, product = _raw(config, "drain_bundle"), _raw(config, "product")
+    if product and not bundle:
+        raise pytest.UsageError(f"--product={product}: only with --drain-bundle=DIR")
+    try:
+        fields = read_product(Path(str(product)).expanduser()) if product else None
+    except BundleError as exc:
+        raise pytest.UsageError(f"--product={product}: {exc}") from None
+    path = output_dir("--drain-bundle", str(bundle)).absolute() if bundle else None
+    return {"drain_bundle": path, "product": fields}
 
 
 def _buildable_patch(options: DrainOptions, requested: str) -> DrainOptions:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Generator
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,8 @@ SESSION_END_ERRORS_KEY = pytest.StashKey[list[str]]()
 SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
 #: the session's case progress (one line per finished case), set by the case pool fixture
 PROGRESS_KEY = pytest.StashKey[CaseProgress]()
+#: --drain-bundle: the session's record and the bundle writer
+BUNDLE_KEY = pytest.StashKey["BundleRecorder"]()
 
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 
@@ -52,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[EVIDENCE_PROBLEMS_KEY] = []
     config.stash[SESSION_END_ERRORS_KEY] = []
     config.stash[SIGNAL_GUARD_KEY] = install_signal_guard(config.pluginmanager)  # after options
+    if options.drain_bundle is not None:
+        recorder = BundleRecorder(config, options.drain_bundle)
+        config.stash[BUNDLE_KEY] = recorder
+        config.pluginmanager.register(recorder, "knative-drain-bundle")
     config.addinivalue_line("markers", "drain_scenario(name): a Knative drain scenario")
     config.addinivalue_line(
         "markers",
@@ -215,6 +223,13 @@ def say_progress(config: pytest.Config) -> None:
             reporter.write_line(f"[knative-drain] {line}")
 
 
+def suite_skip(config: pytest.Config, nodeid: str) -> None:
+    """Tell --drain-bundle's record that the suite's own rule skips this test now."""
+    recorder = config.stash.get(BUNDLE_KEY, None)
+    if recorder is not None:
+        recorder.suite_skips.add(nodeid)
+
+
 def _isolated(write: Callable[[], object], what: str, say: Callable[[str], None]) -> None:
     """Run one evidence writer; its failure is one line, never the end of the others."""
     try:
@@ -293,3 +308,98 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 say(line)
 
         _isolated(drain, "drain report", say)
+
+
+class BundleRecorder:
+    """--drain-bundle: what the session collected, deselected, ran, skipped and why, and
+    the bundle written once JUnit is (evidence/bundle.py); ``verify`` reads the record."""
+
+    def __init__(self, config: pytest.Config, dest: Path) -> None:
+        self.config, self.dest = config, dest
+        self.deselected = 0
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.log: list[str] = []
+        self.suite_skips: set[str] = set()  # skipped while running, by the suite's own rule
+        self.own_junit = not getattr(config.option, "xmlpath", None)
+        if self.own_junit:  # junitxml reads the path in its configure, after this one
+            config.option.xmlpath = str(dest.with_name(f".{dest.name}.junit.xml"))
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    @pytest.hookimpl(trylast=True)  # after -k/-m deselection
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            case = callspec.params.get("drain_case") if callspec is not None else None
+            self.tests[item.nodeid] = {
+                "case": case.id if isinstance(case, Case) else None,
+                "outcome": "not run",
+                "calls": 0,
+                "reruns": 0,
+            }
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test = self.tests.setdefault(report.nodeid, {"case": None, "calls": 0, "reruns": 0})
+        self.log.append(f"{report.nodeid} {report.when} {report.outcome} {report.duration:.2f}s")
+        if report.outcome == "rerun":
+            test["reruns"] += 1
+            return
+        if report.when == "call":
+            test["calls"] += 1
+        xfail = hasattr(report, "wasxfail")
+        if report.skipped:
+            test["outcome"] = "xfailed" if xfail else "skipped"
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            test["skip_reason"] = str(reason).removeprefix("Skipped: ")
+        elif report.failed:
+            test["outcome"] = "failed"
+        elif report.when == "call":
+            test["outcome"] = "xpassed" if xfail else "passed"
+        if report.failed or (report.skipped and report.when == "call"):
+            self.log += ["    " + line for line in report.longreprtext.splitlines()]
+            for title, text in report.sections:
+                self.log += [f"    --- {title} ---", *("    " + x for x in text.splitlines())]
+
+    @pytest.hookimpl(trylast=True)  # after junitxml wrote its file
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        _isolated(lambda: self._write(session), "certification bundle", _say(self.config))
+
+    def _write(self, session: pytest.Session) -> None:
+        from . import __version__
+        from .evidence.bundle import bundle_files, write_bundle
+
+        report = self.config.stash[REPORT_KEY]
+        options = self.config.stash[OPTIONS_KEY]
+        data = report.to_dict()
+        for nodeid in self.suite_skips & set(self.tests):
+            self.tests[nodeid]["by_suite"] = True
+        junit = Path(self.config.option.xmlpath)
+        session_record = {
+            "args": list(self.config.invocation_params.args),
+            "exit_status": int(session.exitstatus),
+            "deselected": self.deselected,
+            "collected": len(self.tests),
+            "apps": ["custom"] if options.app_image else list(APPS),
+            "knative_version": data["knative"].get("version"),
+            "tool_version": __version__,
+            "python": sys.version.split()[0],
+            "pytest": pytest.__version__,
+            "plugins": [
+                {"name": dist.project_name, "version": dist.version}
+                for _, dist in self.config.pluginmanager.list_plugin_distinfo()
+            ],
+            "tests": self.tests,
+        }
+        files = bundle_files(
+            data,
+            report.to_markdown(data),
+            junit.read_text() if junit.is_file() else "",
+            "\n".join(self.log) + "\n",
+            session_record,
+            options.product,
+        )
+        if self.own_junit:
+            junit.unlink(missing_ok=True)
+        directory, archive = write_bundle(self.dest, files)
+        _say(self.config)(f"certification bundle: {directory} and {archive}")

@@ -57,6 +57,8 @@ BAD: dict[str, Bad] = {
     "profile": Bad("long", ("quick, seed",)),
     "app_image": Bad("me/MyApp:1", ("lowercase", "registry.example.com/team/app:1")),
     "drain_report": Bad("test_needs_platform.py/sub/run.json", ("is a file",)),
+    "drain_bundle": Bad("test_needs_platform.py", ("is a file; give a directory path",)),
+    "product": Bad("kc", ("fields missing or empty: vendor, name",), ("--drain-bundle=b",)),
     "allow_cluster_config": Bad("maybe", ("true or false",), switch=True),
     "knative_manifests_dir": Bad("no-such-dir", ("serving-crds.yaml", "kourier.yaml")),
     "ingress_port": Bad("80x", ("1 to 65535",)),

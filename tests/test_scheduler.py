@@ -15,8 +15,8 @@ from pytest_knative_drain.matrix.apps import APPS
 from pytest_knative_drain.matrix.cases import Case, cases, families
 from pytest_knative_drain.matrix.configs import CONFIGS
 from pytest_knative_drain.matrix.scenarios import SCENARIOS
-from pytest_knative_drain.options import CLUSTER_CONCURRENCY
 from pytest_knative_drain.run import scheduler
+from pytest_knative_drain.run.scheduler import CLUSTER_CONCURRENCY
 
 ALL = [c for f in families() for c in cases(f, list(APPS))]
 
@@ -54,7 +54,7 @@ def test_concurrency_bound() -> None:
 
 
 def test_auto_on_kind_with_a_worker_is_the_measured_six() -> None:
-    from pytest_knative_drain.options import KIND_WORKER_CONCURRENCY, cluster_concurrency
+    from pytest_knative_drain.run.scheduler import KIND_WORKER_CONCURRENCY, cluster_concurrency
 
     assert cluster_concurrency("kind", 0) == CLUSTER_CONCURRENCY == 2
     assert cluster_concurrency("kind", 1) == KIND_WORKER_CONCURRENCY == 6

@@ -32,6 +32,23 @@ from ..matrix.cases import Case
 #: spread their request starts (benchmarks/RESULTS.md)
 POD_STARTS_AT_ONCE = 4
 
+#: --drain-concurrency=auto on kind/existing: Knative, Kourier and the control plane already
+#: request 1.875 of this machine's 2 cores on one kind node (evidence/2026-12-01-kind-1.14),
+#: and every case adds a Knative Service with its own pods and readiness waits
+CLUSTER_CONCURRENCY = 2
+#: ... and on kind with a worker node (--kind-workers >= 1), where CPU requests no longer bind:
+#: 28 cases of Knative 1.23 at 6 at once, every verdict as expected, CPU mean 53 % of the
+#: two cores (benchmarks/results/kind-1.23-concurrency-6-one-worker.json); one node at 4
+#: at once left pods Pending for CPU (evidence/2026-12-04-kind-matrix)
+KIND_WORKER_CONCURRENCY = 6
+
+
+def cluster_concurrency(platform: str, kind_workers: int) -> int:
+    """What ``auto`` means on a cluster: :data:`KIND_WORKER_CONCURRENCY` on kind with a
+    worker, else :data:`CLUSTER_CONCURRENCY`."""
+    return KIND_WORKER_CONCURRENCY if platform == "kind" and kind_workers else CLUSTER_CONCURRENCY
+
+
 #: triggers that end or move something every case shares
 EXCLUSIVE_TRIGGERS = {
     "activator-delete": "deletes an activator pod (every case's requests may pass it)",
