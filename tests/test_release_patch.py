@@ -44,6 +44,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def do_GET(self) -> None:  # noqa: N802 - what go itself asks: refused, as the mirror does
+        self.server.asked.append(self.path)
+        body = b"This module version is not available.\n"
+        self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -132,3 +140,27 @@ def test_release_artefacts_asked_for_are_not_substituted(
     assert result.ret == 0, result.stderr.str()
     assert "module proxy refuses" not in result.stdout.str()
     assert proxy.asked == []
+
+
+def test_a_module_whose_info_is_refused_is_read_as_a_build_extracted_it(
+    proxy: ModuleProxy, tmp_path: Path
+) -> None:
+    """gomod.download: the mirror refused the .info of knative.dev/caching@v0.0.0-2026042214
+    0616-453ad996bbe2 (serving 1.22.1 links its Image CRD) and served .mod and .zip, which
+    serving's build had extracted; ``go mod download`` still failed on the .info. A module
+    the build never extracted is still an error."""
+    from pytest_knative_drain.builders import gomod
+
+    module, version = "knative.dev/caching", "v0.0.0-20260422140616-453ad996bbe2"
+    with pytest.raises(gomod.GoBuildError, match=r"\.info: 403"):
+        gomod.download(module, version)  # nothing extracted yet
+    cache = tmp_path / "modcache"
+    extracted = cache / f"{module}@{version}"
+    (extracted / "config").mkdir(parents=True)
+    (extracted / "config" / "300-image.yaml").write_text("kind: CustomResourceDefinition\n")
+    mod = cache / "cache" / "download" / module / "@v" / f"{version}.mod"
+    mod.parent.mkdir(parents=True)
+    mod.write_text(f"module {module}\n")
+    info = gomod.download(module, version)
+    assert (info["Dir"], info["GoMod"]) == (str(extracted), str(mod))
+    assert any(p.endswith(f"{version}.info") for p in proxy.asked)  # go did ask, and was refused

@@ -191,6 +191,9 @@ def download(module: str, version: str, *, env: Mapping[str, str] | None = None)
     try:
         out = run_go(args, cwd=scratch, env=env or go_env(), what=what)
     except GoBuildError as exc:
+        extracted = _info_refused_but_extracted(module, version, str(exc), env)
+        if extracted is not None:
+            return extracted
         if "sum.golang.org/lookup" not in str(exc) or "404" not in str(exc):
             raise
         UNVERIFIED[f"{module}@{version}"] = "no checksum-database entry on this mirror"
@@ -199,6 +202,28 @@ def download(module: str, version: str, *, env: Mapping[str, str] | None = None)
     if info.get("Error") or not info.get("Dir"):
         raise GoBuildError(f"go mod download {module}@{version}: {info.get('Error', 'no Dir')}")
     return info
+
+
+def _info_refused_but_extracted(
+    module: str, version: str, error: str, env: Mapping[str, str] | None
+) -> dict | None:
+    """The module as a build already extracted it, when only its ``.info`` is refused.
+
+    The mirror refuses some versions' ``.info`` and serves their ``.mod`` and ``.zip``
+    (knative.dev/caching@v0.0.0-20260422140616-453ad996bbe2, which serving 1.22.1 requires:
+    403 on .info, 2026-12-06). ``go build`` fetches only those two for a requirement, so
+    building serving extracts it, while ``go mod download`` asks for the .info and fails.
+    """
+    if f"{version}.info" not in error or "403" not in error:
+        return None
+    cache = Path(
+        (env or os.environ).get("GOMODCACHE") or module_cache()
+    )  # the environment's, as go itself reads it
+    directory = cache / f"{_escape(module)}@{version}"
+    go_mod = cache / "cache" / "download" / _escape(module) / "@v" / f"{version}.mod"
+    if not directory.is_dir() or not go_mod.is_file():
+        return None
+    return {"Path": module, "Version": version, "Dir": str(directory), "GoMod": str(go_mod)}
 
 
 def writable_copy(module_dir: Path, dest: Path) -> Path:
