@@ -68,3 +68,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 2, args
         assert proc.stderr.startswith("knative-drain table: ") and "Traceback" not in proc.stderr
+
+
+def test_a_substituted_patch_says_what_was_asked_and_why() -> None:
+    """1.21 asked, 1.21.3's module refused by the mirror, 1.21.2 ran (platforms/release_patch)."""
+    r121 = ROOT / "evidence/2026-12-06-kind-matrix/1.21/kind/drain-report.json"
+    row = release_table.render(release_table.load_runs([r121, R118])).splitlines()[-1]
+    assert row.startswith("| [1.21.2](")
+    said = "(for 1.21: Knative 1.21.3: the module proxy refuses knative.dev/serving@v0.48.3; "
+    assert said in row
+    first = release_table.render(release_table.load_runs([R118])).splitlines()[-1]
+    assert "(for " not in first.split(" | ")[0]  # a patch that ran as asked says nothing

@@ -144,8 +144,11 @@ def render(runs: list[Run]) -> str:
     for run in runs:
         cells = family_cells(run)
         kube = run.report.get("kubernetes") or {}
+        knative = run.report.get("knative") or {}
+        why = knative.get("substituted")  # a minor asked, a served patch built (release_patch)
+        asked = f" (for {knative.get('requested_version')}: {why})" if why else ""
         row = [
-            f"[{run.version}]({run.path.as_posix()})",
+            f"[{run.version}]({run.path.as_posix()}){asked}".replace("|", "\\|"),
             str(kube.get("version", "-")),
             str(run.report.get("ingress", "-")).replace("|", "\\|"),
             at_once(run.report),
