@@ -20,6 +20,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -266,3 +267,56 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
     finally:
         sock.close()
+
+
+class Relay:
+    """A loopback TCP relay standing in the way ``kubectl port-forward`` or an ingress does:
+    one listener, each connection piped to the backend; ``stop()`` closes the listener and
+    every connection, as the forward does when it exits on an error. ``lag_s``: the
+    backend's end of a connection is passed on that much later (through Kourier and
+    queue-proxy the TCP end trailed a websocket close frame by 1.0-1.2 s)."""
+
+    def __init__(self, backend_port: int, lag_s: float = 0.0) -> None:
+        self.backend_port, self.lag_s = backend_port, lag_s
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                down, _ = self.server.accept()
+            except (TimeoutError, OSError):
+                continue
+            up = socket.create_connection(("127.0.0.1", self.backend_port))
+            self.open += [down, up]
+            for a, b, lag in ((down, up, 0.0), (up, down, self.lag_s)):
+                threading.Thread(target=_pipe, args=(a, b, lag), daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(2)
+        self.server.close()
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                s.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket, lag_s: float = 0.0) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    time.sleep(lag_s)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

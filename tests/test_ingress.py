@@ -11,15 +11,13 @@ writes. The forward is a real TCP relay on loopback that is stopped mid-load, as
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 
 import kube_apiserver
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
-from misbehaving_servers import LoopbackServer
+from misbehaving_servers import LoopbackServer, Relay
 
 from pytest_knative_drain import load
 from pytest_knative_drain.platforms.cluster import api as cluster
@@ -167,56 +165,6 @@ def test_what_cannot_be_found_says_which_option_to_pass(api) -> None:
 
 
 # -- a port-forward that breaks mid-case ----------------------------------------------------
-class Relay:
-    """A loopback TCP relay standing in the way ``kubectl port-forward`` does: one listener,
-    each connection piped to the backend; ``stop()`` closes the listener and every
-    connection, as the forward does when it exits on an error."""
-
-    def __init__(self, backend_port: int) -> None:
-        self.backend_port = backend_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.settimeout(0.2)
-        self.port = self.server.getsockname()[1]
-        self.open: list[socket.socket] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                down, _ = self.server.accept()
-            except (TimeoutError, OSError):
-                continue
-            up = socket.create_connection(("127.0.0.1", self.backend_port))
-            self.open += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join(2)
-        self.server.close()
-        for s in self.open:
-            with contextlib.suppress(OSError):
-                s.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                s.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := src.recv(65536):
-            dst.sendall(data)
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
 class Through:
     """A case's target as the runner sees it: its URL and whether it is a port-forward."""
 

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+from misbehaving_servers import Relay
 from websockets.asyncio.server import ServerConnection, serve
 
 from pytest_knative_drain.load import Event
@@ -116,56 +117,6 @@ class WebsocketServer:
         ws.transport.abort()
 
 
-class LaggingRelay:
-    """A TCP relay on 127.0.0.1 that passes bytes at once both ways but ends the client's
-    side ``lag_s`` after the server's side ended, as an ingress and queue-proxy do: on kind
-    the TCP close came about a second after the server's close frame."""
-
-    def __init__(self, upstream_port: int, lag_s: float) -> None:
-        self.upstream_port, self.lag_s = upstream_port, lag_s
-        self._ready = threading.Event()
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LaggingRelay:
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop
-
-    async def _relay(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, lag: float) -> None:
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-            await asyncio.sleep(lag)
-            w.close()
-
-        await asyncio.gather(
-            pipe(c_reader, s_writer, 0.0),
-            pipe(s_reader, c_writer, self.lag_s),
-            return_exceptions=True,
-        )
-
-
 def _run(srv: WebsocketServer, n: int = 3, **kw: Any) -> list[Any]:
     kw.setdefault("deadline_s", 30)
     sessions = [Sessions("s", n, interval_s=0.2, hold_s=kw.pop("hold_s", 10))]
@@ -221,10 +172,14 @@ def test_a_message_crossing_the_close_frame_is_judged_by_the_frame_not_the_tcp_c
     message the server read and never answered for 2 s still is (the broken twin). Timed
     from the TCP close, the crossed message was counted unanswered: the 4-of-20 failure of
     websocket-long on kind 1.23 (evidence/2026-12-05-kind-1.23)."""
-    with WebsocketServer(behaviour) as srv, LaggingRelay(srv.port, lag_s=1.5) as relay:
-        sessions = [Sessions("s", 3, interval_s=0.2, hold_s=10)]
-        events = [Event("term", 1.0, srv.term.set)] if behaviour == "crossed" else []
-        records = run_ws_schedule_sync(relay.url, sessions, events, deadline_s=30).records
+    with WebsocketServer(behaviour) as srv:
+        relay = Relay(srv.port, lag_s=1.5)
+        try:
+            sessions = [Sessions("s", 3, interval_s=0.2, hold_s=10)]
+            events = [Event("term", 1.0, srv.term.set)] if behaviour == "crossed" else []
+            records = run_ws_schedule_sync(relay.url, sessions, events, deadline_s=30).records
+        finally:
+            relay.stop()
     assert srv.sessions == 3
     for rec in records:
         assert rec.close_code == 1000 and rec.error == cls, (rec.error, rec.error_detail)
