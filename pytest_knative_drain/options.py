@@ -266,7 +266,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
 
 def _bundle(config: pytest.Config) -> dict[str, Any]:
     """--drain-bundle's directory (checked writable now) and --product's fields."""
-    from .evidence.bundle import BundleError, read_product
+    from .evidence.bundle import BundleError, check_destination, read_product
 
     bundle, product = _raw(config, "drain_bundle"), _raw(config, "product")
     if product and not bundle:
@@ -276,6 +276,11 @@ def _bundle(config: pytest.Config) -> dict[str, Any]:
     except BundleError as exc:
         raise pytest.UsageError(f"--product={product}: {exc}") from None
     path = output_dir("--drain-bundle", str(bundle)).absolute() if bundle else None
+    try:
+        if path is not None:
+            check_destination(path)  # it is replaced at the end: never a directory of yours
+    except BundleError as exc:
+        raise pytest.UsageError(f"--drain-bundle={bundle}: {exc}") from None
     return {"drain_bundle": path, "product": fields}
 
 

@@ -379,7 +379,7 @@ class BundleRecorder:
             "args": list(self.config.invocation_params.args),
             "exit_status": int(session.exitstatus),
             "deselected": self.deselected,
-            "collected": len(self.tests),
+            "selected": len(self.tests),
             "apps": ["custom"] if options.app_image else list(APPS),
             "knative_version": data["knative"].get("version"),
             "tool_version": __version__,

@@ -217,3 +217,26 @@ def test_the_cli_entry_point_exists() -> None:
         check=False,
     )
     assert done.returncode == 0 and "--drain-bundle" in done.stdout
+
+
+def test_a_directory_of_yours_is_never_replaced(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    """The bundle replaces an earlier bundle; a directory with other files is refused, at
+    configure (before the run) and again when writing."""
+    from pytest_knative_drain.evidence.bundle import BundleError, write_bundle
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(BundleError, match="no earlier bundle"):
+        write_bundle(mine, {"README.md": "r"})
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess(f"--drain-bundle={mine}", "--platform=local", "--co")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--drain-bundle={mine}: {mine} holds files and is no earlier bundle" in (
+        result.stderr.str()
+    )
+    earlier = tmp_path / "earlier"
+    write_bundle(earlier, {"a.txt": "1"})
+    write_bundle(earlier, {"b.txt": "2"})
+    assert sorted(p.name for p in earlier.iterdir()) == ["SHA256SUMS", "b.txt"]

@@ -112,11 +112,25 @@ def checksums(root: Path) -> str:
     return "".join(lines)
 
 
+def check_destination(dest: Path) -> None:
+    """BundleError unless ``dest`` is new, empty, or an earlier bundle (it is replaced)."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise BundleError(f"{dest} is a file; give a directory path")
+    if any(dest.iterdir()) and not (dest / SUMS).is_file():
+        raise BundleError(
+            f"{dest} holds files and is no earlier bundle (no {SUMS}); give a new directory"
+        )
+
+
 def write_bundle(dest: Path, files: dict[str, str]) -> tuple[Path, Path]:
     """``dest``/ with ``files`` (relative path -> text) and SHA256SUMS, and ``dest``.tar.gz.
 
-    A directory already at ``dest`` is replaced: a bundle is one run's, never a mix.
+    An earlier bundle at ``dest`` is replaced (a bundle is one run's, never a mix); any
+    other directory with files in it is never touched (:func:`check_destination`).
     """
+    check_destination(dest)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
