@@ -77,6 +77,19 @@ def module_cache() -> Path:
     return Path(out)
 
 
+def cached_download(
+    module: str, version: str, ext: str, env: Mapping[str, str] | None = None
+) -> Path:
+    """Where ``go mod download`` keeps ``module@version``'s ``.mod`` or ``.zip`` (``ext``)
+    in the module cache; ``env``'s GOMODCACHE first, as go itself reads it."""
+    root = _cache_root(env)
+    return root / "cache" / "download" / _escape(module) / "@v" / f"{version}.{ext}"
+
+
+def _cache_root(env: Mapping[str, str] | None) -> Path:
+    return Path((env or os.environ).get("GOMODCACHE") or module_cache())
+
+
 def _escape(module: str) -> str:
     """The proxy protocol's case encoding: upper-case letters become ``!`` + lower case."""
     return "".join(f"!{c.lower()}" if c.isupper() else c for c in module)
@@ -216,11 +229,8 @@ def _info_refused_but_extracted(
     """
     if f"{version}.info" not in error or "403" not in error:
         return None
-    cache = Path(
-        (env or os.environ).get("GOMODCACHE") or module_cache()
-    )  # the environment's, as go itself reads it
-    directory = cache / f"{_escape(module)}@{version}"
-    go_mod = cache / "cache" / "download" / _escape(module) / "@v" / f"{version}.mod"
+    go_mod = cached_download(module, version, "mod", env)
+    directory = _cache_root(env) / f"{_escape(module)}@{version}"
     if not directory.is_dir() or not go_mod.is_file():
         return None
     return {"Path": module, "Version": version, "Dir": str(directory), "GoMod": str(go_mod)}

@@ -156,8 +156,7 @@ def served_patch(mod_version: str) -> str | None:
 
 def _downloaded(mod_version: str) -> bool:
     """Whether ``go mod download`` already has the serving module's zip (no network)."""
-    cache = gomod.module_cache()
-    return (cache / "cache" / "download" / SERVING / "@v" / f"{mod_version}.zip").is_file()
+    return gomod.cached_download(SERVING, mod_version, "zip").is_file()
 
 
 def build_serving(

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .compare import case_id
 from .report import write_atomic
 
 SUMS = "SHA256SUMS"
@@ -95,8 +96,7 @@ def pod_logs(report: dict[str, Any]) -> dict[str, str]:
     """``pod-logs/<case>/<container>.log`` of every case that kept its pod's logs."""
     out: dict[str, str] = {}
     for s in report.get("scenarios", []):
-        config = (s.get("config") or {}).get("name", "default")
-        case = "-".join([s["scenario"], *([] if config == "default" else [config]), s["app"]])
+        case = case_id(s)
         for container, text in (s.get("logs") or {}).items():
             name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(container))
             out[f"pod-logs/{case}/{name}.log"] = str(text)

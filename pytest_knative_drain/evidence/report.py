@@ -140,12 +140,7 @@ class DrainReport:
         """pass when every scenario met its expectation (negative controls caught);
         incomplete when none failed but the platform failed under some case;
         known-knative-failures when the only misses are recorded Knative bugs."""
-        outcomes = {r.outcome for r in self.results}
-        if "FAIL" in outcomes:
-            return "fail"
-        if self.errors:
-            return "incomplete"
-        return "known-knative-failures" if "known" in outcomes else "pass"
+        return verdict_of({r.outcome for r in self.results}, bool(self.errors))
 
     def totals(self) -> dict[str, Any]:
         """Counts per class and signature over every scenario of the run."""
@@ -194,9 +189,7 @@ class DrainReport:
         rows = [
             "# Knative drain conformance report",
             "",
-            f"Verdict: **{data['verdict'].upper()}** ({totals['expectation_met']} of "
-            f"{totals['scenarios']} scenarios met their expectation; "
-            f"{totals['requests']} requests).",
+            verdict_line(data["verdict"], totals),
             "",
             "## Product",
             "",
@@ -315,6 +308,24 @@ class DrainReport:
             beside = f" and {md_path}" if md_path == path.with_suffix(".md") else ""
             lines.append(f"drain report: {json_path}{beside}")
         return lines
+
+
+def verdict_of(outcomes: set[str], infrastructure_errors: bool) -> str:
+    """The run's verdict from its scenarios' outcomes (DrainReport.verdict; verify too)."""
+    if "FAIL" in outcomes:
+        return "fail"
+    if infrastructure_errors:
+        return "incomplete"
+    return "known-knative-failures" if "known" in outcomes else "pass"
+
+
+def verdict_line(verdict: str, totals: dict[str, Any]) -> str:
+    """The markdown report's verdict line (README.md of a bundle, checked by verify)."""
+    return (
+        f"Verdict: **{verdict.upper()}** ({totals.get('expectation_met')} of "
+        f"{totals.get('scenarios')} scenarios met their expectation; "
+        f"{totals.get('requests')} requests)."
+    )
 
 
 def one_line(exc: BaseException) -> str:

@@ -34,7 +34,10 @@ import yaml
 
 from ..matrix.cases import Case
 from ..run import suite
+from ..run.runner import outcome_of
 from .bundle import REQUIRED, SUMS
+from .compare import case_id
+from .report import verdict_line, verdict_of
 
 #: distributions that rerun or repeat tests: a gate must never retry a case
 RERUN_PLUGINS = frozenset(
@@ -122,11 +125,6 @@ def _files(root: Path, out: Verification) -> None:
             out.problems.append(f"{rel}: checksum does not match {SUMS} (edited or damaged)")
 
 
-def case_id(s: dict[str, Any]) -> str:
-    config = (s.get("config") or {}).get("name", "default")
-    return "-".join([s["scenario"], *([] if config == "default" else [config]), s["app"]])
-
-
 def _results(report: dict[str, Any], out: Verification) -> None:
     scenarios = report.get("scenarios") or []
     classes: Counter[str] = Counter()
@@ -146,7 +144,7 @@ def _results(report: dict[str, Any], out: Verification) -> None:
                 out.problems.append(
                     f"{cid}: summary {key} {summary.get(key)} but the records give {want}"
                 )
-        if {k: v for k, v in (summary.get("classes") or {}).items()} != dict(counted):
+        if dict(summary.get("classes") or {}) != dict(counted):
             out.problems.append(f"{cid}: summary classes disagree with the records' classes")
         strict = counted.get("ok", 0) / planned if planned else 1.0
         if not math.isclose(summary.get("strict_sli", -1), strict, abs_tol=1e-9):
@@ -164,9 +162,8 @@ def _results(report: dict[str, Any], out: Verification) -> None:
                     f"{r.get('status')} {r.get('error')!r}"
                 )
                 break
-        known = s.get("known_failure") is not None
         met_now = bool(s.get("expectation_met"))
-        want_outcome = ("FAIL" if met_now else "known") if known else ("ok" if met_now else "FAIL")
+        want_outcome = outcome_of(s.get("known_failure") is not None, met_now)
         if s.get("outcome") != want_outcome:
             out.problems.append(
                 f"{cid}: outcome {s.get('outcome')!r} but the expectation says {want_outcome!r}"
@@ -181,16 +178,8 @@ def _results(report: dict[str, Any], out: Verification) -> None:
             out.problems.append(f"totals: {key} {totals.get(key)} but the scenarios give {want}")
     if (totals.get("classes") or {}) != dict(classes):
         out.problems.append("totals: classes disagree with the scenarios'")
-    outcomes = {s.get("outcome") for s in scenarios}
-    verdict = (
-        "fail"
-        if "FAIL" in outcomes
-        else "incomplete"
-        if report.get("infrastructure_errors")
-        else "known-knative-failures"
-        if "known" in outcomes
-        else "pass"
-    )
+    outcomes = {str(s.get("outcome")) for s in scenarios}
+    verdict = verdict_of(outcomes, bool(report.get("infrastructure_errors")))
     if report.get("verdict") != verdict:
         out.problems.append(f"verdict {report.get('verdict')!r} but the outcomes give {verdict!r}")
     out.cases = len(scenarios)
@@ -201,12 +190,7 @@ def _readme(root: Path, report: dict[str, Any], out: Verification) -> None:
         text = (root / "README.md").read_text()
     except OSError:
         return
-    t = report.get("totals") or {}
-    want = (
-        f"Verdict: **{str(report.get('verdict')).upper()}** ({t.get('expectation_met')} of "
-        f"{t.get('scenarios')} scenarios met their expectation; {t.get('requests')} requests)."
-    )
-    if want not in text:
+    if verdict_line(str(report.get("verdict")), report.get("totals") or {}) not in text:
         out.problems.append("README.md: its verdict line is not the report's")
 
 

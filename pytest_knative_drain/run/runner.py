@@ -24,6 +24,14 @@ from . import verdict
 STREAM_END = "stream complete"  # the last line of a complete fixture-app /stream body
 
 
+def outcome_of(known_failure: bool, expectation_met: bool) -> str:
+    """A case's outcome from whether a known Knative failure is recorded for it and whether
+    it met its expectation (ScenarioResult.outcome; the bundle verifier reads it back)."""
+    if known_failure:
+        return "FAIL" if expectation_met else "known"
+    return "ok" if expectation_met else "FAIL"
+
+
 class TriggerError(RuntimeError):
     """The trigger never took effect: the run measured nothing and has no verdict."""
 
@@ -84,9 +92,7 @@ class ScenarioResult:
     def outcome(self) -> str:
         """``ok``; ``known`` (a recorded Knative bug made it fail, as recorded); ``FAIL``
         (unexpected, including a recorded Knative bug that did not show: the record is wrong)."""
-        if self.known_failure is not None:
-            return "FAIL" if self.expectation_met else "known"
-        return "ok" if self.expectation_met else "FAIL"
+        return outcome_of(self.known_failure is not None, self.expectation_met)
 
     def cut_after(self) -> dict[str, int]:
         """Failed requests per pod event that explains them (``verdict.explaining_event``)."""
