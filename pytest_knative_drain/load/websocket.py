@@ -19,7 +19,6 @@ kind, Kourier 1.21 and queue-proxy 1.23), which made a crossed message look unan
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,9 +29,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import Opcode
 
 from .http1 import parse_url
-from .plan import Event, EventRecord, ScheduleResult
+from .plan import Event, ScheduleResult
 from .records import POD_HEADER, REVISION_HEADER, RequestRecord
-from .schedule import run_event
+from .sessions import Clock, check_deadline, fail, run_sessions, run_sync
 
 CROSS_S = 0.5  # a message written this close before the server's close frame crossed it
 CLOSE_TIMEOUT_S = 10.0  # how long the client waits for the TCP close after a close frame
@@ -95,21 +94,12 @@ class _Connection(ClientConnection):
         super().connection_lost(exc)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.wall_off = time.time() - _mono()
-
-    def stamp(self) -> tuple[float, float]:
-        m = _mono()
-        return m, m + self.wall_off
-
-
 async def _session(
     rec: RequestRecord,
     spec: Sessions,
     uri: str,
     connect_kw: dict[str, Any],
-    clock: _Clock,
+    clock: Clock,
 ) -> None:
     """One websocket session from upgrade to close; every outcome lands in ``rec``."""
     rec.kind = "websocket"
@@ -121,25 +111,25 @@ async def _session(
         rec.headers_mono, rec.headers_wall = clock.stamp()
         _headers(rec, exc.response.headers)
         rec.body = (exc.response.body or b"")[:512].decode("utf-8", "replace")
-        _fail(rec, clock, "ws_handshake_refused", f"upgrade answered {rec.status}, not 101")
+        fail(rec, clock, "ws_handshake_refused", f"upgrade answered {rec.status}, not 101")
         return
     except ConnectionRefusedError as exc:
-        _fail(rec, clock, "refused", f"connect: {type(exc).__name__}: {exc}")
+        fail(rec, clock, "refused", f"connect: {type(exc).__name__}: {exc}")
         return
     except ConnectionResetError as exc:
-        _fail(rec, clock, "reset", f"upgrade: {type(exc).__name__}: {exc}")
+        fail(rec, clock, "reset", f"upgrade: {type(exc).__name__}: {exc}")
         return
     except TimeoutError:
-        _fail(rec, clock, "timeout", f"no upgrade answer within {connect_kw['open_timeout']} s")
+        fail(rec, clock, "timeout", f"no upgrade answer within {connect_kw['open_timeout']} s")
         return
     except (InvalidHandshake, EOFError, OSError) as exc:
         # closed before any answer, a malformed answer, a 101 without the right headers
         detail = f"upgrade: {type(exc).__name__}: {exc}"
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError) or isinstance(exc, EOFError):
-            _fail(rec, clock, "empty_reply", detail)
+            fail(rec, clock, "empty_reply", detail)
         else:
-            _fail(rec, clock, "ws_handshake_refused", detail)
+            fail(rec, clock, "ws_handshake_refused", detail)
         return
     rec.status = 101
     rec.headers_mono, rec.headers_wall = clock.stamp()
@@ -147,7 +137,7 @@ async def _session(
     await _exchange(rec, spec, ws, clock)
 
 
-async def _exchange(rec: RequestRecord, spec: Sessions, ws: Any, clock: _Clock) -> None:
+async def _exchange(rec: RequestRecord, spec: Sessions, ws: Any, clock: Clock) -> None:
     opened = _mono()
     closed = asyncio.ensure_future(ws.wait_closed())
     written: list[float] = []  # when each unanswered message was written
@@ -225,12 +215,6 @@ def _headers(rec: RequestRecord, headers: Any) -> None:
     rec.server = headers.get("server")
 
 
-def _fail(rec: RequestRecord, clock: _Clock, error: str, detail: str) -> None:
-    rec.error, rec.error_detail = error, detail
-    rec.finished_mono, rec.finished_wall = clock.stamp()
-    rec.body_ok = False
-
-
 async def run_ws_schedule(
     url: str,
     sessions: Sequence[Sessions],
@@ -250,8 +234,7 @@ async def run_ws_schedule(
     target = parse_url(url)
     extra = {k: v for k, v in (headers or {}).items() if k.lower() != "host"}
     authority = next((v for k, v in (headers or {}).items() if k.lower() == "host"), None)
-    if deadline_s is not None and (not isinstance(deadline_s, (int, float)) or deadline_s <= 0):
-        raise ValueError(f"deadline_s: None (no limit) or seconds > 0, got {deadline_s!r}")
+    check_deadline(deadline_s)
     sessions = list(sessions)
     for s in sessions:
         if not isinstance(s, Sessions):
@@ -260,9 +243,8 @@ async def run_ws_schedule(
     for s in sessions:
         for _ in range(s.connections):
             records.append(RequestRecord(id=len(records), batch=s.name, url=url, kind="websocket"))
-    clock = _Clock()
-    t0 = _mono() + 0.05
-    tasks: list[asyncio.Future[Any]] = []
+    clock = Clock()
+    starts: dict[int, tuple[Sessions, str, dict[str, Any]]] = {}
     i = 0
     for s in sessions:
         uri = f"ws://{authority or target.authority}{s.path}"
@@ -279,55 +261,11 @@ async def run_ws_schedule(
         }
         for rec in records[i : i + s.connections]:
             rec.planned_at = float(s.at_s)
-            tasks.append(asyncio.ensure_future(_at(t0 + s.at_s, _session(rec, s, uri, kw, clock))))
+            starts[rec.id] = (s, uri, kw)
         i += s.connections
-    event_records = [EventRecord(e.name, float(e.at_s)) for e in events]
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, len(events)), thread_name_prefix="drain-event"
+    return await run_sessions(
+        records, lambda rec: _session(rec, *starts[rec.id], clock), events, clock, deadline_s
     )
-    tasks += [
-        asyncio.ensure_future(_at(t0 + e.at_s, _event(e, r, executor, clock)))
-        for e, r in zip(events, event_records, strict=True)
-    ]
-    try:
-        timeout = None if deadline_s is None else t0 + deadline_s - _mono()
-        _, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else ((), ())
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        for t in tasks:
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # a bug here: never disguise it as a server fault
-    finally:
-        for t in tasks:
-            t.cancel()
-        executor.shutdown(wait=False, cancel_futures=True)
-    for rec in records:
-        if rec.finished_mono is None:
-            _fail(rec, clock, "timeout", f"schedule deadline of {deadline_s} s hit")
-    for e in event_records:
-        if e.started_mono is not None and e.finished_mono is None and e.error is None:
-            e.error = f"schedule deadline of {deadline_s} s hit before the event finished"
-    fm, fw = clock.stamp()
-    return ScheduleResult(records, event_records, t0, t0 + clock.wall_off, len(records), fm, fw)
-
-
-async def _at(when: float, coro: Any) -> Any:
-    delay = when - _mono()
-    if delay > 0:
-        try:
-            await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            coro.close()
-            raise
-    return await coro
-
-
-async def _event(
-    event: Event, rec: EventRecord, executor: concurrent.futures.Executor, clock: _Clock
-) -> None:
-    await run_event(event, rec, executor, clock.stamp)
 
 
 def run_ws_schedule_sync(
@@ -337,10 +275,4 @@ def run_ws_schedule_sync(
     **kw: Any,
 ) -> ScheduleResult:
     """``run_ws_schedule`` for callers without an event loop (the runner, tests)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("run_ws_schedule_sync: called inside a running event loop")
-    return asyncio.run(run_ws_schedule(url, sessions, events, **kw))
+    return run_sync(run_ws_schedule(url, sessions, events, **kw), "run_ws_schedule_sync")
