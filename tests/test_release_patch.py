@@ -21,7 +21,21 @@ import pytest
 from pytest_knative_drain.knative import catalog
 from pytest_knative_drain.platforms.release_patch import buildable
 
-SERVED = {"v0.48.0", "v0.48.1", "v0.48.2", "v0.46.7", "v0.50.0"}
+SERVED = {"v0.48.0", "v0.48.1", "v0.48.2", "v0.46.6", "v0.46.7", "v0.50.0"}
+# go.mod files served (GET); every other .mod is refused, as go's own GETs are below. As on
+# 2026-12-07: serving v0.46.7 (1.19.7) requires a knative.dev/pkg whose zip is refused.
+PKG_REFUSED, PKG_SERVED = "v0.0.0-20251022154045-7da1174b871b", "v0.0.0-20250909011231-077dcf0d00e8"
+MODS = {
+    "/knative.dev/serving/@v/v0.46.7.mod": "module knative.dev/serving\n\nrequire (\n"
+    "\tknative.dev/networking v0.0.0-20251022155347-806653eb2af8\n"
+    f"\tknative.dev/pkg {PKG_REFUSED}\n)\n",
+    "/knative.dev/serving/@v/v0.46.6.mod": f"module knative.dev/serving\n\nrequire knative.dev/pkg "
+    f"{PKG_SERVED} // indirect\n",
+}
+DEPENDENCY_ZIPS = {
+    f"/knative.dev/pkg/@v/{PKG_SERVED}.zip",
+    "/knative.dev/networking/@v/v0.0.0-20251022155347-806653eb2af8.zip",
+}
 
 
 class ModuleProxy(http.server.ThreadingHTTPServer):
@@ -39,13 +53,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.asked.append(self.path)
         prefix = "/knative.dev/serving/@v/"
         version = self.path.removeprefix(prefix).rsplit(".", 1)[0]
-        served = self.path.startswith(prefix) and version in SERVED
+        served = (self.path.startswith(prefix) and version in SERVED) or (
+            self.path in DEPENDENCY_ZIPS
+        )
         self.send_response(200 if served else 403)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802 - what go itself asks: refused, as the mirror does
         self.server.asked.append(self.path)
+        if self.path in MODS:
+            body = MODS[self.path].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         body = b"This module version is not available.\n"
         self.send_response(403)
         self.send_header("Content-Length", str(len(body)))
@@ -80,7 +103,24 @@ def test_a_minor_whose_newest_patch_is_refused_runs_the_newest_served_one(
         "Knative 1.21.3: the module proxy refuses knative.dev/serving@v0.48.3; 1.21.2 "
         "(knative.dev/serving@v0.48.2) is the newest 1.21 patch it serves"
     )
-    assert buildable(catalog.resolve("v1.19"), "v1.19").release.version == "1.19.7"
+
+
+def test_a_patch_whose_compiled_dependency_is_refused_is_passed_over(proxy: ModuleProxy) -> None:
+    """1.19.9 is refused; 1.19.7's serving module is served but the knative.dev/pkg it
+    compiles is not (its build died on that zip after a whole Kubernetes build): 1.19.6."""
+    choice = buildable(catalog.resolve("v1.19"), "v1.19")
+    assert choice.release.version == "1.19.6"
+    assert choice.substituted == (
+        "Knative 1.19.9: the module proxy refuses knative.dev/serving@v0.46.9; 1.19.6 "
+        "(knative.dev/serving@v0.46.6) is the newest 1.19 patch it serves"
+    )
+    assert f"/knative.dev/pkg/@v/{PKG_REFUSED}.zip" in proxy.asked
+    choice = buildable(catalog.resolve("1.19.7"), "1.19")
+    assert choice.release.version == "1.19.6"
+    assert choice.substituted.startswith(
+        f"Knative 1.19.7: the module proxy refuses knative.dev/pkg@{PKG_REFUSED}, which "
+        "knative.dev/serving@v0.46.7 builds; 1.19.6"
+    )
 
 
 def test_a_patch_the_user_named_is_never_replaced(proxy: ModuleProxy) -> None:
@@ -98,6 +138,7 @@ def test_a_module_already_downloaded_asks_no_proxy(proxy: ModuleProxy, tmp_path:
     zips = tmp_path / "modcache" / "cache" / "download" / "knative.dev" / "serving" / "@v"
     zips.mkdir(parents=True)
     (zips / "v0.48.3.zip").write_bytes(b"PK")
+    (zips / "v0.48.3.mod").write_text("module knative.dev/serving\n")  # go keeps both
     choice = buildable(catalog.resolve("1.21"), "1.21")
     assert (choice.release.version, choice.substituted) == ("1.21.3", None)
     assert proxy.asked == []

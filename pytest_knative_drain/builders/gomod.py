@@ -112,6 +112,42 @@ def resolvable(module: str, version: str, proxy: str | None = None) -> bool:
     )
 
 
+def zip_available(module: str, version: str) -> bool:
+    """Whether a build can have ``module@version``'s source: in the module cache, or its
+    ``.zip`` served (the .info alone may be refused: knative.dev/caching for serving 1.22.1)."""
+    if cached_download(module, version, "zip").is_file():
+        return True
+    return requests.head(
+        f"{proxy_url()}/{_escape(module)}/@v/{version}.zip", timeout=30, allow_redirects=True
+    ).ok
+
+
+def go_mod_of(module: str, version: str) -> str | None:
+    """``module@version``'s go.mod: from the module cache, else from the proxy; None when
+    neither has it."""
+    cached = cached_download(module, version, "mod")
+    if cached.is_file():
+        return cached.read_text()
+    answer = requests.get(f"{proxy_url()}/{_escape(module)}/@v/{version}.mod", timeout=30)
+    return answer.text if answer.ok else None
+
+
+def required_version(go_mod: str, module: str) -> str | None:
+    """The version ``go_mod`` requires of ``module`` (a replace to another version wins)."""
+    found = None
+    for line in go_mod.splitlines():
+        words = line.split("//")[0].split()
+        if words[:1] == ["require"]:
+            words = words[1:]
+        if len(words) >= 2 and words[0] == module and words[1].startswith("v"):
+            found = found or words[1]
+        if len(words) >= 4 and words[0] == "replace":
+            words = words[1:]
+        if len(words) >= 4 and words[0] == module and words[-3] == "=>" and words[-2] == module:
+            return words[-1]
+    return found
+
+
 def nearest_resolvable(module: str, version: str, proxy: str | None = None) -> str | None:
     """``version`` if the proxy serves it, else the highest lower patch release it serves."""
     major_minor, _, patch = version.rpartition(".")

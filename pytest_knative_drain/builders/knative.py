@@ -140,18 +140,47 @@ def check_served(version: str) -> str:
     )
 
 
-def served_patch(mod_version: str) -> str | None:
-    """The serving module version a build here would use for ``mod_version``: itself when
-    it is in the Go module cache or the proxy serves it, else the newest lower patch of its
-    minor the proxy serves. None when no patch is served or the proxy cannot be asked (the
-    build then says why). Asked before any build: a refused patch found after a 6-minute
-    Kubernetes build (the 1.19.9 matrix leg) wastes the run."""
+#: the knative.dev modules serving's commands compile: their sources come with the build
+COMPILED_DEPENDENCIES = ("knative.dev/pkg", "knative.dev/networking", "knative.dev/caching")
+
+
+def served_patch(mod_version: str) -> tuple[str | None, str]:
+    """(the serving module version a build here would use for ``mod_version``, why another
+    than it): itself when the serving module and the sources it compiles are served (or in
+    the Go module cache), else the newest lower patch of its minor for which they are. None
+    when no patch is or the proxy cannot be asked (the build then says why). Asked before any
+    build: a refused patch found after a 6-minute Kubernetes build (the 1.19.9 matrix leg)
+    wastes the run, and 1.19.7's build died on its knative.dev/pkg zip (403) after the
+    Kubernetes one."""
+    why = ""
     try:
-        if _downloaded(mod_version) or gomod.resolvable(SERVING, mod_version):
-            return mod_version
-        return gomod.nearest_resolvable(SERVING, mod_version)
+        major_minor, _, patch = mod_version.rpartition(".")
+        for p in range(int(patch), -1, -1):
+            candidate = f"{major_minor}.{p}"
+            if not (_downloaded(candidate) or gomod.resolvable(SERVING, candidate)):
+                why = why or f"the module proxy refuses {SERVING}@{candidate}"
+                continue
+            refused = refused_dependency(candidate)
+            if refused is None:
+                return candidate, why
+            why = why or f"the module proxy refuses {refused}, which {SERVING}@{candidate} builds"
+        return None, why
     except (gomod.GoBuildError, requests.RequestException, OSError, subprocess.SubprocessError):
+        return None, why
+
+
+def refused_dependency(mod_version: str) -> str | None:
+    """The first ``module@version`` of :data:`COMPILED_DEPENDENCIES` serving ``mod_version``
+    requires whose source the proxy refuses; None when all are served, or when serving's
+    go.mod cannot be read (its build then says what is missing)."""
+    go_mod = gomod.go_mod_of(SERVING, mod_version)
+    if go_mod is None:
         return None
+    for dep in COMPILED_DEPENDENCIES:
+        version = gomod.required_version(go_mod, dep)
+        if version is not None and not gomod.zip_available(dep, version):
+            return f"{dep}@{version}"
+    return None
 
 
 def _downloaded(mod_version: str) -> bool:

@@ -28,13 +28,13 @@ def buildable(release: catalog.Release, requested: str) -> PatchChoice:
     if catalog.names_patch(requested):
         return PatchChoice(release)
     wanted = release.go_module_version
-    used = served_patch(wanted)
+    used, why = served_patch(wanted)
     if used is None or used == wanted:
         return PatchChoice(release)
     patch = used.rsplit(".", 1)[1]
     chosen = catalog.resolve(f"{release.minor}.{patch}")
     return PatchChoice(
         chosen,
-        f"Knative {release.version}: the module proxy refuses {SERVING}@{wanted}; "
-        f"{chosen.version} ({SERVING}@{used}) is the newest {release.minor} patch it serves",
+        f"Knative {release.version}: {why}; {chosen.version} ({SERVING}@{used}) is the newest "
+        f"{release.minor} patch it serves",
     )
