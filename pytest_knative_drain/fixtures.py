@@ -498,6 +498,7 @@ class Drain:
                         annotations=scenario.annotations,
                         response_start_timeout_seconds=config.response_start_timeout_s,
                         idle_timeout_seconds=config.idle_timeout_s,
+                        protocol=scenario.protocol,
                     )
                 )
             result = run_scenario(

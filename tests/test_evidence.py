@@ -296,9 +296,10 @@ def test_conformance_markers_and_keywords(pytester: pytest.Pytester) -> None:
     )
     assert one == [i for i in every if i.endswith("[pod-delete-long-go-exit]")]
     twin = _collected(pytester, "-k", "short_timeout")
-    assert twin == [i for i in every if "[pod-delete-long-short-timeout-" in i] and len(
-        twin
-    ) == len([a for a in APPS.values() if a.must_pass_everywhere])
+    short = ("[pod-delete-long-short-timeout-", "[grpc-unary-long-short-timeout-")
+    assert twin == [i for i in every if any(s in i for s in short)] and len(twin) == 2 * len(
+        [a for a in APPS.values() if a.must_pass_everywhere]
+    )
 
 
 def test_cluster_only_cases_are_skipped_on_local_with_the_reason(pytester: pytest.Pytester) -> None:

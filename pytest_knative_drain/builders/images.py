@@ -61,7 +61,15 @@ __all__ = [
 BASE_IMAGE = "knative-drain/base:bookworm"
 QUEUE_PROXY_REPO = "knative-drain/queue-proxy"
 APP_REPO = "knative-drain/app"
-BASE_PACKAGES = ("python3", "gunicorn", "python3-flask", "python3-wsproto", "golang-go")
+BASE_PACKAGES = (
+    "python3",
+    "gunicorn",
+    "python3-flask",
+    "python3-wsproto",
+    "python3-grpcio",
+    "python3-protobuf",
+    "golang-go",
+)
 # Bump a recipe number when the way an image is made changes: its cache entries expire.
 BASE_RECIPE = 1
 QUEUE_PROXY_RECIPE = 1

@@ -138,6 +138,34 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         ),
     ),
     KnownFailure(
+        id="queue-proxy-cuts-grpc-at-drain",
+        title=(
+            "queue-proxy exits at the end of its drain with gRPC calls in flight: its main "
+            "server takes h2c connections through x/net's h2c handler, which hijacks them from "
+            "http.Server, and Shutdown neither waits for nor closes hijacked connections, so "
+            "every call is cut (no answer, or a stream ended without grpc-status) while the app "
+            "still serves it"
+        ),
+        scenarios=("grpc-unary-long", "grpc-stream-long"),
+        configs=("default",),
+        # The same mechanism as the websocket record above (knative.dev/pkg network.NewServer
+        # wraps the main handler in h2c.NewHandler); #16362 (knative-v1.22.0) counts every
+        # request through its HijackTracker, h2c streams included. No upstream report names
+        # gRPC or h2c at drain; #13575 and #12006 are user reports of gRPC calls failing on
+        # terminating pods, closed without a cause.
+        affected=(("1.0.0", "1.21"),),
+        fixed_in=("1.22.0",),
+        issues=("knative/serving#13575", "knative/serving#16080 (PR)"),
+        fix="knative/serving#16362",
+        signature="queue-proxy",
+        evidence=(
+            "local platform (2026-12-07, evidence/2026-12-07-local-grpc/): go-shutdown, 5 unary "
+            "and 5 streaming 45 s calls, pod deleted at 2 s: 1.14.2, 1.20.1 and 1.21.2 cut all 10 "
+            "as queue-proxy exited at delete+30.0 s (the app exiting after it); 1.22.0 and "
+            "1.23.0 answered all 10, queue-proxy exiting after the app at delete+43 s"
+        ),
+    ),
+    KnownFailure(
         id="response-start-timeout-hangs-stream",
         title=(
             "with responseStartTimeoutSeconds set, a response that started before it and "

@@ -28,6 +28,24 @@ WEBSOCKET_ERRORS = (
     "ws_unanswered",
 )
 
+#: How a gRPC call can fail (load/grpc.py), also in ``RequestRecord.error``: an HTTP error
+#: answered instead of gRPC (a proxy's 502/503/504), the stream reset (RST_STREAM) or the
+#: connection ended (GOAWAY) under the call, a non-OK status (UNAVAILABLE, INTERNAL,
+#: CANCELLED, DEADLINE_EXCEEDED, any other), a stream that ended OK without its final
+#: message, and a connection that ended after the answer began but before its grpc-status.
+GRPC_ERRORS = (
+    "grpc_http_status",
+    "grpc_rst_stream",
+    "grpc_goaway",
+    "grpc_unavailable",
+    "grpc_internal",
+    "grpc_cancelled",
+    "grpc_deadline",
+    "grpc_status",
+    "grpc_incomplete",
+    "grpc_cut",
+)
+
 BODY_TAIL = 128  # bytes kept from the end of a body: where a stream says it is complete
 
 BODY_LIMIT = 512  # bytes of body kept per request: enough for any Go/Envoy error text
@@ -61,7 +79,7 @@ class RequestRecord:
     pod: str | None = None
     revision: str | None = None
     server: str | None = None  # the Server response header (envoy, ...)
-    kind: str = "http"  # "http" (one answer, streamed or not) or "websocket" (a session)
+    kind: str = "http"  # "http" (one answer, streamed or not), "websocket" or "grpc" (a call)
     body_tail: str = ""  # last BODY_TAIL bytes of the body (streams end with their proof)
     # websocket sessions: messages written and echoed, the close frame the server sent
     messages_sent: int = 0
@@ -69,6 +87,10 @@ class RequestRecord:
     close_code: int | None = None  # None: no close frame came (1006 in RFC 6455 terms)
     close_reason: str | None = None
     close_frame_mono: float | None = None  # the close frame's arrival; the TCP close trails it
+    # gRPC calls: the status code's name (OK, UNAVAILABLE...), its details, messages read
+    grpc_status: str | None = None
+    grpc_message: str | None = None
+    messages_received: int = 0
 
     @property
     def duration_s(self) -> float | None:

@@ -60,7 +60,7 @@ CONFIGS: dict[str, KnativeConfig] = {
             "short-timeout",
             "timeoutSeconds at 60 % of the request length (knative/serving#15211 cause: "
             "timeoutSeconds shorter than the request)",
-            scenarios=("pod-delete-long",),
+            scenarios=("pod-delete-long", "grpc-unary-long"),
             timeout_fraction=0.6,
             # whichever proxy in the path times out first: queue-proxy's 504 "request
             # timeout", or the activator's 504 "activator request timeout" when it is in

@@ -16,8 +16,11 @@ DRAIN_QUIET_S = 30.0  # pkg/queue/sharedmain/main.go drainSleepDuration
 #: What a batch sends: "http" GET /?sleep (one answer after sleep_s), "stream" GET /stream
 #: (a chunked answer that ends after sleep_s, a line every interval_s), "websocket" GET /ws
 #: (a session echoing one message every interval_s, held open by the client for at most
-#: sleep_s: the app must close it).
-BATCH_KINDS = ("http", "stream", "websocket")
+#: sleep_s: the app must close it), "grpc-unary" a gRPC Sleep call answered after sleep_s,
+#: "grpc-stream" a server-streaming gRPC call, a message a second for sleep_s, then its
+#: final message (both over h2c: the revision's port is named h2c, the app serves gRPC).
+BATCH_KINDS = ("http", "stream", "websocket", "grpc-unary", "grpc-stream")
+GRPC_KINDS = frozenset({"grpc-unary", "grpc-stream"})
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,12 @@ class Scenario:
     def plan(self, profile: str) -> ScenarioPlan:
         return self.plans[profile]
 
+    @property
+    def protocol(self) -> str:
+        """The revision port's protocol, as Knative names the port: "h2c" (gRPC) or "http1"."""
+        kinds = {b.kind for plan in self.plans.values() for b in plan.batches}
+        return "h2c" if kinds & GRPC_KINDS else "http1"
+
 
 def _one(n: int, sleep_s: float) -> tuple[BatchSpec, ...]:
     return (BatchSpec("batch-1", n, 0.0, sleep_s),)
@@ -222,6 +231,31 @@ _WEBSOCKETS = {
     ),
 }
 
+# gRPC over h2c (issue 20): unary calls as long as pod-delete-long's requests, and
+# server-streaming calls (a message a second) as long as streaming-long's streams.
+_GRPC_UNARY = {
+    "quick": ScenarioPlan(
+        (BatchSpec("calls", 50, 0.0, 75, kind="grpc-unary"),), trigger_at_s=2, timeout_seconds=120
+    ),
+    "seed": ScenarioPlan(
+        (BatchSpec("calls", 200, 0.0, 300, kind="grpc-unary"),),
+        trigger_at_s=10,
+        timeout_seconds=600,
+    ),
+}
+_GRPC_STREAMS = {
+    "quick": ScenarioPlan(
+        (BatchSpec("streams", 20, 0.0, 75, kind="grpc-stream"),),
+        trigger_at_s=2,
+        timeout_seconds=120,
+    ),
+    "seed": ScenarioPlan(
+        (BatchSpec("streams", 200, 0.0, 300, kind="grpc-stream"),),
+        trigger_at_s=10,
+        timeout_seconds=600,
+    ),
+}
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -264,6 +298,18 @@ SCENARIOS: dict[str, Scenario] = {
             "pod deleted with websocket sessions opened before, one message echoed a second: "
             "every message answered and every session closed 1000 by the app",
             _WEBSOCKETS,
+        ),
+        Scenario(
+            "grpc-unary-long",
+            "pod deleted with gRPC unary calls over h2c that outlive the 30 s quiet period: "
+            "every call answered with status OK",
+            _GRPC_UNARY,
+        ),
+        Scenario(
+            "grpc-stream-long",
+            "pod deleted with server-streaming gRPC calls over h2c (a message a second) whose "
+            "end comes after the app's SIGTERM: every call ends OK with its final message",
+            _GRPC_STREAMS,
         ),
         Scenario(
             "deletion-timeliness",

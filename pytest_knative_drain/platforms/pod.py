@@ -61,3 +61,9 @@ class Termination:
     @property
     def gone_after_s(self) -> float | None:
         return None if self.gone_mono is None else self.gone_mono - self.t0_mono
+
+
+def app_protocol_env(protocol: str) -> dict[str, str]:
+    """The app's environment for a revision port of ``protocol`` ("http1" or "h2c"): on an
+    h2c port the fixture apps serve their gRPC form (``PROTOCOL=grpc``, fixtures/apps)."""
+    return {"PROTOCOL": "grpc"} if protocol == "h2c" else {}

@@ -19,6 +19,7 @@ from .cluster.ingress import IngressAddress
 from .cluster.knative_config import KnativeConfigPatch, patch_for
 from .cluster.knative_pod import KnativePod
 from .cluster.ksvc import KsvcSpec, service_name
+from .pod import app_protocol_env
 
 
 class ServingPlatform:
@@ -103,6 +104,7 @@ class ServingPlatform:
         annotations: dict[str, str] | None = None,
         response_start_timeout_seconds: int | None = None,
         idle_timeout_seconds: int | None = None,
+        protocol: str = "http1",
     ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace.
 
@@ -121,6 +123,8 @@ class ServingPlatform:
             annotations=dict(annotations or {}),
             response_start_timeout_seconds=response_start_timeout_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
+            port_name=protocol,
+            env=app_protocol_env(protocol),
         )
         return KnativePod(
             self.api,

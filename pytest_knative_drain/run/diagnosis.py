@@ -25,9 +25,25 @@ _CUT_WITHOUT_ANSWER = frozenset({"empty_reply", "reset"})
 # frame. Read against the timeline like the cuts above, and put down to the app when its
 # container had just ended (queue-proxy only passed the cut on).
 _LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
+# A gRPC call that ended without its answer: as a long cut, whatever the call's length
+# (a unary call holds its stream open until the answer, like a stream).
+_GRPC_CUTS = frozenset(
+    {
+        "grpc_http_status",
+        "grpc_rst_stream",
+        "grpc_goaway",
+        "grpc_unavailable",
+        "grpc_internal",
+        "grpc_cancelled",
+        "grpc_incomplete",
+        "grpc_cut",
+    }
+)
 # Two container exits this close were seen in one observation (one pod status update on a
 # cluster); the local platform stamps each exit with Docker's own FinishedAt (nanoseconds).
 _SAME_REPORT_S = 0.005
+_APP_CUT = {"websocket": "app_cut_ws", "grpc": "app_cut_grpc"}
+_QP_EXITED = {"websocket": "qp_exited_ws", "grpc": "qp_exited_h2c"}
 
 
 def attribute(record: RequestRecord, events: Sequence[Any], window_s: float = _BEFORE_S) -> Any:
@@ -47,7 +63,11 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
     there to answer.
     """
     j = judge(record)
-    long_cut = j.cls in _LONG_CUTS or (record.kind == "websocket" and j.cls == "reset")
+    long_cut = (
+        j.cls in _LONG_CUTS
+        or j.cls in _GRPC_CUTS
+        or (record.kind == "websocket" and j.cls == "reset")
+    )
     if long_cut and j.signature == "ingress" and _envoy_guess(record):
         # a 2xx cut mid-body through Envoy: its Server header names nobody; read the timeline
         found = diagnose(replace(record, server=None), events)
@@ -65,7 +85,7 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
             return Judgement(j.cls, "unknown", HINTS["exits_together"], together)
         qp_exit = _queue_proxy_left_first(record, events)
         if qp_exit is not None:
-            hint = HINTS["qp_exited_ws" if record.kind == "websocket" else "qp_exited"]
+            hint = HINTS[_QP_EXITED.get(record.kind, "qp_exited")]
             return Judgement(j.cls, "queue-proxy", hint, qp_exit)
     if j.cls == "timeout" and record.headers_mono is not None and j.signature == "unknown":
         # the answer began, then never ended: on a cluster a SIGKILLed pod's connections
@@ -79,7 +99,7 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
             return Judgement(j.cls, "queue-proxy", HINTS["qp_held"], held)
         app_exit = _app_left_just_before(record, events)
         if app_exit is not None:
-            hint = HINTS["app_cut_ws" if record.kind == "websocket" else "app_cut_stream"]
+            hint = HINTS[_APP_CUT.get(record.kind, "app_cut_stream")]
             return Judgement(j.cls, "queue-proxy", hint, app_exit)
     return j
 
@@ -152,7 +172,9 @@ def explaining_event(j: Judgement, record: RequestRecord, events: Sequence[Any] 
 
 def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any:
     """queue-proxy's own exit (not a SIGKILL) around the cut, with the app still running
-    (an app exit reported in the same pod status as queue-proxy's does not count as later)."""
+    (an app exit reported in the same pod status as queue-proxy's does not count as later,
+    and an app that exited before queue-proxy did was not left behind by it: the app's exit
+    is stamped a little after the client already saw the cut it caused)."""
     end = record.finished_mono
     if end is None:
         return None
@@ -166,7 +188,8 @@ def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any
     if not qp_exit:
         return None
     app_exits = [e.mono for e in events if e.name == "user-container exited"]
-    app_gone = any(m <= end or abs(m - qp_exit[0].mono) <= _SAME_REPORT_S for m in app_exits)
+    qp_mono = qp_exit[0].mono
+    app_gone = any(m <= end or m < qp_mono or abs(m - qp_mono) <= _SAME_REPORT_S for m in app_exits)
     return None if app_gone else qp_exit[0]
 
 

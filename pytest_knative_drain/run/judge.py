@@ -30,6 +30,18 @@ CLASSES = (
     "ws_handshake_refused",
     "ws_close_code",
     "ws_unanswered",
+    # gRPC calls (load/grpc.py): a proxy's HTTP error instead of gRPC, the stream reset or
+    # the connection gone under the call, a non-OK status, a stream without its final message
+    "grpc_http_status",
+    "grpc_rst_stream",
+    "grpc_goaway",
+    "grpc_unavailable",
+    "grpc_internal",
+    "grpc_cancelled",
+    "grpc_deadline",
+    "grpc_status",
+    "grpc_incomplete",
+    "grpc_cut",
 )
 SIGNATURES = ("queue-proxy", "activator", "ingress", "unknown")
 
@@ -155,6 +167,12 @@ HINTS = {
         "cuts them while the app still serves them (knative/serving#15759, fixed by #16362 "
         "in 1.22.0)"
     ),
+    "qp_exited_h2c": (
+        "queue-proxy ended with gRPC calls in flight: its h2c connections are hijacked from "
+        "http.Server, whose Shutdown neither waits for nor closes them, so it exits at the end "
+        "of its drain and cuts them while the app still serves them (Knative <= 1.21; 1.22.0's "
+        "knative/serving#16362 waits for them, at most 60 s after the drain)"
+    ),
     "app_cut_stream": (
         "the app ended the connection mid-stream (it exited, or was killed, after SIGTERM) "
         "and queue-proxy could only pass the cut on: finish streams before exiting, with a "
@@ -185,6 +203,21 @@ HINTS = {
     ),
     "ws_cut": "websocket session ended without a close frame (1006) or by a reset",
     "ws_timeout": "the app never closed the websocket session within the client's hold time",
+    "grpc_cut": (
+        "the gRPC call ended without its answer (stream reset, connection closed or GOAWAY, "
+        "UNAVAILABLE): a proxy or the app ended the connection under it"
+    ),
+    "app_cut_grpc": (
+        "the app ended the call in flight (it exited, or stopped without waiting) after "
+        "SIGTERM and queue-proxy could only pass the cut on: drain with GracefulStop "
+        "(grpc-go) or server.stop(grace) above the longest call (grpcio)"
+    ),
+    "grpc_deadline": "the call outlived its gRPC deadline",
+    "grpc_status": "the server ended the call with a non-OK gRPC status",
+    "grpc_incomplete": (
+        "the stream ended with status OK but without its final message: cut where nothing "
+        "could say so"
+    ),
     "timeout": "no complete answer within the client timeout",
     "truncated": "body shorter than declared or not the expected body: the answer was cut",
     "protocol": "malformed HTTP answer",
@@ -207,6 +240,8 @@ def judge(record: RequestRecord) -> Judgement:
     """Classify one request and name the component that cut it."""
     if record.kind == "websocket":
         return _judge_websocket(record)
+    if record.kind == "grpc":
+        return _judge_grpc(record)
     body = (record.body or "").strip()
     status_2xx = record.status is not None and 200 <= record.status < 300
     if record.error == "truncated" or (status_2xx and record.body_ok is False):
@@ -256,6 +291,32 @@ def _judge_websocket(record: RequestRecord) -> Judgement:
         "empty_reply": HINTS["cut"],
     }.get(record.error, HINTS["protocol"])
     cls = record.error if record.error in CLASSES else "protocol_error"
+    return Judgement(cls, "unknown", hint)
+
+
+def _judge_grpc(record: RequestRecord) -> Judgement:
+    """A gRPC call: ok only with status OK and, for a stream, its final message.
+
+    A proxy's HTTP answer instead of gRPC (queue-proxy's 502 ``EOF``, Envoy's 503) keeps
+    its status, body and Server header and is signed exactly as for HTTP. Every other
+    failure names nobody by itself: the timeline says who (diagnosis.py).
+    """
+    if record.error is None:
+        return Judgement("ok", None, None)
+    cls = record.error if record.error in CLASSES else "protocol_error"
+    if cls == "grpc_http_status":
+        status, body = record.status or 0, (record.body or "").strip()
+        if status >= 500:
+            return Judgement(cls, *_signature_5xx(status, body, record.server))
+        by_body = _signature_from_body(status, body)
+        return Judgement(cls, *(by_body or (_signature_from_server(record), HINTS["http_other"])))
+    hint = {
+        "grpc_deadline": HINTS["grpc_deadline"],
+        "grpc_status": HINTS["grpc_status"],
+        "grpc_incomplete": HINTS["grpc_incomplete"],
+        "timeout": HINTS["timeout"],
+        "refused": HINTS["refused"],
+    }.get(cls, HINTS["grpc_cut"])
     return Judgement(cls, "unknown", hint)
 
 

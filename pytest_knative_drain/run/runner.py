@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import load
+from ..load import grpc as grpc_load
 from ..load import websocket as ws_load
 from ..load.records import RequestRecord
 from ..matrix.configs import DEFAULT_CONFIG
-from ..matrix.scenarios import TRIGGERS, BatchSpec, ScenarioPlan, Trigger
+from ..matrix.scenarios import GRPC_KINDS, TRIGGERS, BatchSpec, ScenarioPlan, Trigger
 from ..platforms.cluster.ingress import unreachable
 from ..platforms.pod import InfrastructureError
 from . import verdict
@@ -312,8 +313,24 @@ def _load(
     target: Terminable, specs: tuple[BatchSpec, ...], events: list[load.Event], bound: float
 ) -> load.ScheduleResult:
     """The plan's batches as load: HTTP requests and streams through the load engine,
-    websocket sessions through ws_load (a plan holds one or the other)."""
+    websocket sessions through ws_load, gRPC calls through grpc_load (a plan holds one)."""
     headers = getattr(target, "headers", None)  # Host of the ksvc behind a cluster ingress
+    if any(b.kind in GRPC_KINDS for b in specs):
+        if any(b.kind not in GRPC_KINDS for b in specs):
+            raise ValueError("a scenario plan mixes gRPC calls with other batches")
+        calls = [
+            grpc_load.Calls(
+                b.name,
+                b.requests,
+                b.at_s,
+                method="unary" if b.kind == "grpc-unary" else "stream",
+                duration_s=b.sleep_s,
+            )
+            for b in specs
+        ]
+        return grpc_load.run_grpc_schedule_sync(
+            target.url, calls, events, headers=headers, deadline_s=bound
+        )
     if any(b.kind == "websocket" for b in specs):
         if any(b.kind != "websocket" for b in specs):
             raise ValueError("a scenario plan mixes websocket sessions with HTTP batches")

@@ -12,6 +12,10 @@ from .api import (
     ClusterError,
 )
 
+#: the container port names Knative reads a protocol from (serving's
+#: pkg/apis/serving/k8s_validation.go: "" or http1 is HTTP/1.1, h2c is cleartext HTTP/2)
+PORT_NAMES = ("http1", "h2c")
+
 
 # -- Knative Service rendering ---------------------------------------------------------------
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class KsvcSpec:
     max_scale: int = 1  # 0 = no upper bound
     target_burst_capacity: int | None = None  # -1: activator always in path; 0: only from zero
     port: int = 8080
+    port_name: str = "http1"  # Knative's protocol by port name: "http1", or "h2c" (gRPC)
     env: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)  # more revision annotations
     # revision spec fields (Knative 1.7+); None: the cluster's defaults
@@ -55,6 +60,8 @@ class KsvcSpec:
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 problems.append(f"{key}={value!r}: None or a whole number >= 0")
+        if self.port_name not in PORT_NAMES:
+            problems.append(f"port_name={self.port_name!r}: one of {', '.join(PORT_NAMES)}")
         if not problems and self.max_scale and self.max_scale < self.min_scale:
             problems.append(f"max_scale={self.max_scale}: >= min_scale ({self.min_scale}) or 0")
         tbc = self.target_burst_capacity
@@ -85,7 +92,7 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "user-container",
         "image": spec.image,
-        "ports": [{"containerPort": spec.port}],
+        "ports": [{"containerPort": spec.port, "name": spec.port_name}],
     }
     if spec.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]

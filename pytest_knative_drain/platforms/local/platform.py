@@ -16,6 +16,7 @@ from ...knative import internal_tls
 from ...knative.catalog import Release
 from ...matrix.configs import KnativeConfig
 from ...matrix.scenarios import Scenario
+from ..pod import app_protocol_env
 from .pod import LABEL, LocalPlatformError, LocalPod, RevisionSpec
 
 
@@ -162,6 +163,7 @@ class LocalPlatform:
         annotations: dict[str, str] | None = None,
         response_start_timeout_seconds: int | None = None,
         idle_timeout_seconds: int | None = None,
+        protocol: str = "http1",
     ) -> LocalPod:
         """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
 
@@ -191,6 +193,7 @@ class LocalPlatform:
             run_id=self.run_id,
             keep=self.keep,
             certs=self._certs if getattr(self._tls_cases, "on", False) else None,
+            app_env=app_protocol_env(protocol),
         )
 
     def close(self) -> None:

@@ -56,6 +56,10 @@ QUEUE_SERVING_TLS_PORT = 8112  # networking.BackendHTTPSPort
 QUEUE_METRICS_PORT = 9090
 USER_PORT = 8080
 PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy readiness
+#: kubelet's own User-Agent on an httpGet probe (k8s.io/kubernetes pkg/probe/http/request.go:
+#: "kube-probe/<major>.<minor>"): queue-proxy answers a kubelet probe itself, with its
+#: readiness probe of the app (a TCP connect by default), instead of proxying it to the app
+KUBELET_USER_AGENT = "kube-probe/1.31"
 LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
 READY_TIMEOUT_S = 60.0  # how long a pod may take to answer queue-proxy's readiness probe
 REMOVE_RETRY_S = 30.0  # how long removal waits for an engine that is restarting
@@ -291,7 +295,8 @@ class LocalPod:
                     )
             # kubelet probes queue-proxy's plain HTTP port, internal TLS or not
             probe_url = f"http://127.0.0.1:{self._ports[QUEUE_SERVING_PORT]}/"
-            request = urllib.request.Request(probe_url, headers=dict([PROBE_HEADER]))
+            headers = dict([PROBE_HEADER, ("User-Agent", KUBELET_USER_AGENT)])
+            request = urllib.request.Request(probe_url, headers=headers)
             with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
                 if response.status != 200:
                     raise OSError(f"probe answered {response.status}")
