@@ -18,7 +18,7 @@ from .evidence.report import one_line
 from .matrix.apps import APPS, FixtureApp
 from .matrix.cases import Case
 from .matrix.configs import CONFIGS, DEFAULT_CONFIG
-from .matrix.scenarios import SCENARIOS, TRIGGERS
+from .matrix.scenarios import GRPC_KINDS, SCENARIOS, TRIGGERS
 from .options import DEFAULT_INGRESS_PORT, DrainOptions
 from .platforms.pod import InfrastructureError
 from .run import scheduler
@@ -78,13 +78,16 @@ KIND_ENDPOINTS = {"http": "GET /?sleep=0", "stream": "GET /stream", "websocket":
 
 
 def _batch_kinds(session: pytest.Session, profile: str) -> set[str]:
-    """The kinds of load (http, stream, websocket) the selected cases send."""
+    """The kinds of load (http, stream, websocket) the selected cases send, as the preflight
+    asks them."""
     kinds = {"http"}
     for params in _selected_params(session):
         case = params.get("drain_case")
         if isinstance(case, Case):
             kinds |= {b.kind for b in case.scenario.plan(profile).batches}
-    return kinds
+    # gRPC calls go to the app's gRPC form on an h2c port, another pod than the one the
+    # preflight starts: only the HTTP contract is asked before the run (issue 20 goes on)
+    return kinds - GRPC_KINDS
 
 
 def _apps(session: pytest.Session) -> list[str]:
@@ -521,7 +524,7 @@ class Drain:
         """Fail the test unless the outcome matches the app's expectation."""
         problem = expectation_problem(result)
         if problem:
-            pytest.fail(problem, pytrace=False)
+            raise plugin.ExpectationNotMet(problem, pytrace=False)
 
 
 @pytest.fixture
