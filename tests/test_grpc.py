@@ -218,7 +218,16 @@ def test_a_proxy_answer_is_signed_like_http() -> None:
     j = verdict.diagnose(cut, [Ev("user-container exited", end - 0.2, "exit code 0")])
     assert (j.signature, j.hint) == ("queue-proxy", verdict.HINTS["app_cut_grpc"])
     j = verdict.diagnose(cut, [Ev("queue-proxy exited", end - 0.1, "exit code 0")])
-    assert (j.signature, j.hint) == ("queue-proxy", verdict.HINTS["qp_exited"])
+    assert (j.signature, j.hint) == ("queue-proxy", verdict.HINTS["qp_exited_h2c"])
+    # the app's exit is stamped after the cut it caused; queue-proxy's later exit is no cause
+    j = verdict.diagnose(
+        cut,
+        [
+            Ev("user-container exited", end + 0.01, "exit code 0"),
+            Ev("queue-proxy exited", end + 0.9, "exit code 0"),
+        ],
+    )
+    assert (j.signature, j.hint) == ("queue-proxy", verdict.HINTS["app_cut_grpc"])
     assert verdict.diagnose(cut, []).signature == "unknown"
 
 

@@ -227,7 +227,10 @@ def test_the_default_timeout_app_keeps_gunicorns_default_and_the_shell_app_is_sh
     assert not any(
         e.startswith("GRACEFUL_TIMEOUT=") for e in config("python-gunicorn-default-timeout")["Env"]
     )
-    assert config("python-gunicorn-exec")["Cmd"][0] == "gunicorn"
+    # exec-form: /app/serve execs gunicorn (or the gRPC form), so the server is PID 1
+    assert config("python-gunicorn-exec")["Cmd"] == ["/app/serve"]
+    serve = (images.apps_dir() / "_src" / "python" / "serve").read_text().splitlines()
+    assert [line.split()[0] for line in serve if line.strip().startswith("exec")] == ["exec"] * 2
     assert config("python-gunicorn-shell")["Cmd"][:2] == ["/bin/sh", "-c"]
 
 
