@@ -161,6 +161,7 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
         target_burst_capacity=-1,
         env={"SLEEP_DEFAULT": "1"},
         annotations={"autoscaling.knative.dev/window": "6s"},
+        port_name="h2c",
     )
     with Applier(api) as applier, Namespaces(api, "test-run").scoped("ksvc") as ns:
         [ref] = applier.apply([render_ksvc(spec, ns)])
@@ -171,6 +172,9 @@ def test_ksvc_from_template_survives_the_crd_schema(knative_core, api) -> None:
     assert template["spec"]["containerConcurrency"] == 10
     assert template["spec"]["containers"][0]["image"] == "dev.local/sleeper:1"
     assert template["spec"]["containers"][0]["env"] == [{"name": "SLEEP_DEFAULT", "value": "1"}]
+    # Knative reads the protocol from the port name: h2c carries gRPC end to end
+    [port] = template["spec"]["containers"][0]["ports"]
+    assert (port["containerPort"], port["name"]) == (8080, "h2c")
     assert template["metadata"]["annotations"] == {
         "autoscaling.knative.dev/min-scale": "2",
         "autoscaling.knative.dev/max-scale": "3",
@@ -187,6 +191,8 @@ def test_ksvc_rejects_bad_values_naming_them() -> None:
             KsvcSpec(name="Bad_Name", image="i", timeout_seconds=0, target_burst_capacity=-2), "n"
         )
     assert "name='Bad_Name'" in str(err.value) and "target_burst_capacity=-2" in str(err.value)
+    with pytest.raises(ClusterError, match="port_name='h2': one of http1, h2c"):
+        render_ksvc(KsvcSpec(name="a", image="i", port_name="h2"), "ns")
 
 
 def test_configmap_patches_are_restored(knative_core, api) -> None:
