@@ -43,6 +43,7 @@ SERVICE = "knativedrain.v1.Drain"
 METHODS = ("unary", "stream")
 STREAM_END = "stream complete"
 USER_AGENT = "pytest-knative-drain grpc"
+CONNECT_LEAD_S = 1.0  # connections open this long before their calls' instant
 #: grpc-status codes with a class of their own (the others are "grpc_status")
 _STATUS_CLASSES = {
     14: "grpc_unavailable",
@@ -117,6 +118,40 @@ class _H2Connection(h2.connection.H2Connection):
         if any(sid <= frame.last_stream_id for sid in self.streams):
             self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         return frames, events
+
+
+class _Gate:
+    """The calls due at one instant, written in one loop at it, as the HTTP engine writes
+    its batches: 2,000 connections opened at the instant itself skewed the starts by
+    0.4-0.7 s, and 2,000 coroutines each waking to write still by 0.3-0.6 s
+    (benchmarks/results/grpc-2000x10s-first.json, -connect-ahead.json)."""
+
+    def __init__(self, instant: float, clock: Clock) -> None:
+        loop = asyncio.get_running_loop()
+        self.clock = clock
+        self.waiting: list[tuple[asyncio.StreamWriter, bytes, RequestRecord]] = []
+        self.opened: asyncio.Future[None] = loop.create_future()
+        loop.call_at(instant, self._open)  # the loop's clock is time.monotonic
+
+    async def send(self, writer: asyncio.StreamWriter, data: bytes, rec: RequestRecord) -> None:
+        """Write ``data`` at the instant (at once when the instant has passed)."""
+        if self.opened.done():
+            self._write(writer, data, rec)
+            return
+        self.waiting.append((writer, data, rec))
+        await self.opened
+
+    def _open(self) -> None:
+        for writer, data, rec in self.waiting:
+            self._write(writer, data, rec)
+        self.waiting.clear()
+        if not self.opened.done():
+            self.opened.set_result(None)
+
+    def _write(self, writer: asyncio.StreamWriter, data: bytes, rec: RequestRecord) -> None:
+        if not writer.is_closing():
+            writer.write(data)
+        rec.sent_mono, rec.sent_wall = self.clock.stamp()
 
 
 def status_class(code: int) -> str:
@@ -202,10 +237,18 @@ class _Call:
 
 
 async def _call(
-    rec: RequestRecord, spec: Calls, host: str, port: int, authority: str, clock: Clock
+    rec: RequestRecord,
+    spec: Calls,
+    host: str,
+    port: int,
+    authority: str,
+    clock: Clock,
+    gate: _Gate,
 ) -> None:
-    """One call on its own connection, from connect to its trailers; every outcome in ``rec``."""
-    rec.sent_mono, rec.sent_wall = clock.stamp()  # until the request is written: see below
+    """One call on its own connection: connected ahead (the HTTP/2 preface and SETTINGS
+    sent), the call written with the others due at its instant (``gate``), then read to
+    its trailers; every outcome in ``rec``."""
+    rec.sent_mono, rec.sent_wall = clock.stamp()  # the connect; the call's send comes later
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except ConnectionRefusedError as exc:
@@ -216,28 +259,24 @@ async def _call(
         return
     call = _Call(rec, clock)
     try:
+        conn = _H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        sid = _request(conn, spec, authority)  # encoded now, written at the instant
+        await gate.send(writer, conn.data_to_send(), rec)
+        exchange = _exchange(call, conn, sid, spec, reader, writer)
         if spec.deadline_s is None:
-            await _exchange(call, spec, reader, writer, authority)
+            await exchange
         else:
-            await asyncio.wait_for(
-                _exchange(call, spec, reader, writer, authority), spec.deadline_s
-            )
+            await asyncio.wait_for(exchange, spec.deadline_s)
     except TimeoutError:
         fail(rec, clock, "grpc_deadline", f"no answer within the call's {spec.deadline_s:g} s")
     finally:
         writer.close()
 
 
-async def _exchange(
-    call: _Call,
-    spec: Calls,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    authority: str,
-) -> None:
-    rec, clock = call.rec, call.clock
-    conn = _H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
+def _request(conn: _H2Connection, spec: Calls, authority: str) -> int:
+    """The call's HEADERS and DATA, encoded into ``conn``'s outbound buffer; its stream id."""
     sid = conn.get_next_available_stream_id()
     headers = [
         (":method", "POST"),
@@ -253,11 +292,20 @@ async def _exchange(
     request = wrappers_pb2.Int64Value(value=int(spec.duration_s * 1000)).SerializeToString()
     conn.send_headers(sid, headers)
     conn.send_data(sid, struct.pack(">BI", 0, len(request)) + request, end_stream=True)
+    return sid
+
+
+async def _exchange(
+    call: _Call,
+    conn: _H2Connection,
+    sid: int,
+    spec: Calls,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
     lost = "connection closed"
     try:
-        writer.write(conn.data_to_send())
         await writer.drain()
-        rec.sent_mono, rec.sent_wall = clock.stamp()
         while not call.ended and call.reset_code is None:
             data = await reader.read(65536)
             if not data:
@@ -331,12 +379,14 @@ async def run_grpc_schedule(
             specs[rec.id] = c
             records.append(rec)
 
-    def start(rec: RequestRecord) -> Any:
-        return _call(
-            rec, specs[rec.id], target.host, target.port, authority or target.authority, clock
-        )
+    gates: dict[float, _Gate] = {}
 
-    return await run_sessions(records, start, events, clock, deadline_s)
+    def start(rec: RequestRecord, instant: float) -> Any:
+        gate = gates.get(instant) or gates.setdefault(instant, _Gate(instant, clock))
+        host, port = target.host, target.port
+        return _call(rec, specs[rec.id], host, port, authority or target.authority, clock, gate)
+
+    return await run_sessions(records, start, events, clock, deadline_s, lead_s=CONNECT_LEAD_S)
 
 
 def run_grpc_schedule_sync(

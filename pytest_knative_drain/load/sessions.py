@@ -49,16 +49,20 @@ def check_deadline(deadline_s: float | None) -> None:
 
 async def run_sessions(
     records: Sequence[RequestRecord],
-    start: Callable[[RequestRecord], Coroutine[Any, Any, None]],
+    start: Callable[[RequestRecord, float], Coroutine[Any, Any, None]],
     events: Sequence[Event],
     clock: Clock,
     deadline_s: float | None,
+    lead_s: float = 0.0,
 ) -> ScheduleResult:
-    """Run ``start(rec)`` for each record at ``rec.planned_at`` and the events at theirs."""
-    t0 = _mono() + START_LEAD_S
-    tasks = [
-        asyncio.ensure_future(_at(t0 + (rec.planned_at or 0.0), start(rec))) for rec in records
-    ]
+    """Run ``start(rec, instant)`` for each record ``lead_s`` before its instant (``t0 +
+    rec.planned_at``, monotonic), so it can connect ahead and send at the instant; the
+    events run at theirs."""
+    t0 = _mono() + max(START_LEAD_S, lead_s)
+    tasks = []
+    for rec in records:
+        instant = t0 + (rec.planned_at or 0.0)
+        tasks.append(asyncio.ensure_future(_at(instant - lead_s, start(rec, instant))))
     event_records = [EventRecord(e.name, float(e.at_s)) for e in events]
     executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=max(1, len(events)), thread_name_prefix="drain-event"

@@ -264,7 +264,7 @@ async def run_ws_schedule(
             starts[rec.id] = (s, uri, kw)
         i += s.connections
     return await run_sessions(
-        records, lambda rec: _session(rec, *starts[rec.id], clock), events, clock, deadline_s
+        records, lambda rec, _at: _session(rec, *starts[rec.id], clock), events, clock, deadline_s
     )
 
 
