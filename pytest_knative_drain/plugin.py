@@ -45,6 +45,7 @@ class ExpectationNotMet(pytest.fail.Exception):  # type: ignore[name-defined,mis
     failure's xfail accepts. A setup error, an infrastructure error or a bug in the suite
     stays an error (before, a KeyError in the preflight read as three expected failures)."""
 
+
 pytest_plugins = ["pytest_knative_drain.fixtures"]
 
 
@@ -125,7 +126,7 @@ def _case_param(case: Case, options: opts.DrainOptions) -> object:
         pytest.mark.drain_config(case.config.name),
     ]
     known = known_failures.known_failure(
-        case.scenario.name, case.config.name, options.release.version, case.app
+        case.scenario.name, case.config.name, options.release.version, case.app, options.profile
     )
     if known is not None and not case.expected:  # only a case that must pass can be known
         marks += [

@@ -42,26 +42,35 @@ class KnownFailure:
     signature: str  # the component the diagnosis names for the cut requests
     evidence: str  # what was run here, and how it came out
     apps: tuple[str, ...] = ()  # the must-pass apps it breaks there; empty: every one
+    profiles: tuple[str, ...] = ()  # the load profiles it breaks them at; empty: every one
 
     def affects(self, version: str) -> bool:
         v = _key(version)
         return any(_key(lo) <= v <= _upper(hi) for lo, hi in self.affected)
 
-    def matches(self, scenario: str, config: str, version: str, app: str | None = None) -> bool:
+    def matches(
+        self,
+        scenario: str,
+        config: str,
+        version: str,
+        app: str | None = None,
+        profile: str | None = None,
+    ) -> bool:
         return (
             scenario in self.scenarios
             and config in self.configs
             and (not self.apps or app in self.apps)
+            and (not self.profiles or profile in self.profiles)
             and self.affects(version)
         )
 
     @property
     def reason(self) -> str:
         """One line for pytest's xfail reason and the report."""
-        return (
-            f"known Knative failure {self.id}: {self.title} ({', '.join(self.issues)}; "
-            f"fixed by {self.fix} in {', '.join(self.fixed_in)})"
+        fixed = (
+            f"fixed by {self.fix} in {', '.join(self.fixed_in)}" if self.fixed_in else "no fix yet"
         )
+        return f"known Knative failure {self.id}: {self.title} ({', '.join(self.issues)}; {fixed})"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -73,6 +82,7 @@ class KnownFailure:
             "affected": [f"{lo}..{hi}" for lo, hi in self.affected],
             "signature": self.signature,
             **({"apps": list(self.apps)} if self.apps else {}),
+            **({"profiles": list(self.profiles)} if self.profiles else {}),
         }
 
 
@@ -166,6 +176,35 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         ),
     ),
     KnownFailure(
+        id="queue-proxy-cuts-h2c-60s-after-drain",
+        title=(
+            "from 1.22 queue-proxy waits for its hijacked (h2c) connections at most 60 s after "
+            "its drain, then exits: a gRPC call still running then is cut, though the pod's "
+            "grace period (the revision timeout) allows it to finish"
+        ),
+        scenarios=("grpc-unary-long", "grpc-stream-long"),
+        configs=("default",),
+        profiles=("seed",),  # 300 s calls; the quick profile's 75 s calls end within the 60 s
+        # #16362 (knative-v1.22.0): after Shutdown, poll the hijack tracker for at most 60 s.
+        # No upstream report found; #16625 (open) is about a websocket handler that returns
+        # right after Hijack(), not the cap. Written up, with the reproduction, in
+        # evidence/2026-12-07-local-grpc/README.md.
+        affected=(("1.22.0", "1.23"),),
+        fixed_in=(),
+        issues=("none yet: evidence/2026-12-07-local-grpc/README.md",),
+        fix="none yet",
+        # read in the source: queue-proxy's poll ends and it exits, closing both sides; the
+        # app's GracefulStop returns then. On local the two exits are stamped 0.3 ms apart
+        # (the app's first), so the timeline alone signs the cut calls "unknown".
+        signature="queue-proxy",
+        evidence=(
+            "local platform (2026-12-07): 1.23.0 --profile=seed grpc-unary-long go-shutdown "
+            "0/200, every call cut at delete+90 s (drain end + 60 s) with no answer; by hand, "
+            "120 s unary and streaming calls cut at delete+90.07 s, queue-proxy's exit; 45 s "
+            "calls pass on 1.22.0 and 1.23.0"
+        ),
+    ),
+    KnownFailure(
         id="response-start-timeout-hangs-stream",
         title=(
             "with responseStartTimeoutSeconds set, a response that started before it and "
@@ -243,11 +282,12 @@ KNOWN_FAILURES += (INTERNAL_TLS_PRESTOP, INTERNAL_TLS_PRESTOP_EXIT)
 
 
 def known_failure(
-    scenario: str, config: str, version: str, app: str | None = None
+    scenario: str, config: str, version: str, app: str | None = None, profile: str | None = None
 ) -> KnownFailure | None:
-    """The record that says a must-pass ``app`` fails this case on ``version``, if any."""
+    """The record that says a must-pass ``app`` fails this case on ``version`` at
+    ``profile``, if any."""
     for record in KNOWN_FAILURES:
-        if record.matches(scenario, config, version, app):
+        if record.matches(scenario, config, version, app, profile):
             return record
     return None
 
