@@ -502,6 +502,7 @@ class Drain:
                         response_start_timeout_seconds=config.response_start_timeout_s,
                         idle_timeout_seconds=config.idle_timeout_s,
                         protocol=scenario.protocol,
+                        container_concurrency=scenario.container_concurrency,
                     )
                 )
             result = run_scenario(

@@ -133,7 +133,7 @@ def _case_param(case: Case, options: opts.DrainOptions) -> object:
             pytest.mark.drain_known_failure(known.id),
             pytest.mark.xfail(strict=True, reason=known.reason, raises=ExpectationNotMet),
         ]
-    if case.scenario.plan("quick").last_request_end_s > DRAIN_QUIET_S:
+    if case.scenario.served_until_s("quick") > DRAIN_QUIET_S:
         marks.append(pytest.mark.slow)
     why_not = suite.skip_reason(case, platform, options.release.version)
     if why_not is not None:

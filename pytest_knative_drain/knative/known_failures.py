@@ -205,6 +205,33 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         ),
     ),
     KnownFailure(
+        id="queued-requests-sent-after-app-sigterm",
+        title=(
+            "with containerConcurrency, requests waiting in queue-proxy's breaker when the pod "
+            "is deleted are sent to the app after its SIGTERM: the preStop returns when 30 s "
+            "pass without a new request, whatever is still queued, the app stops listening "
+            "as a drain-clean app does, and every queued request gets a 502 'connection "
+            "refused'"
+        ),
+        scenarios=("queued-during-termination",),
+        configs=("default",),
+        # Measured on 1.14.2 and 1.23.0 (the range given); older releases not run. No
+        # upstream report found. Written up with the reproduction in
+        # evidence/2026-12-07-local-queued/README.md.
+        affected=(("1.14.0", "1.23"),),
+        fixed_in=(),
+        issues=("none yet: evidence/2026-12-07-local-queued/README.md",),
+        fix="none yet",
+        signature="queue-proxy",
+        evidence=(
+            "local platform (2026-12-07): containerConcurrency 1, 6 x 20 s requests, pod "
+            "deleted at 2 s: on 1.14.2 and 1.23.0 go-shutdown and python-gunicorn-exec 2/6, "
+            "the in-flight request served, the 4 queued ones 502 'dial tcp 127.0.0.1:8080: "
+            "connect: connection refused' at delete+38 s, when queue-proxy sent them to an "
+            "app that had stopped listening at its SIGTERM (delete+30 s)"
+        ),
+    ),
+    KnownFailure(
         id="response-start-timeout-hangs-stream",
         title=(
             "with responseStartTimeoutSeconds set, a response that started before it and "

@@ -39,9 +39,8 @@ _USER_POD_ENDS = tuple(
     for s in SCENARIOS
     if SCENARIOS[s].family != "activator" and TRIGGERS[SCENARIOS[s].trigger].grace_s is None
 )
-_LONG_ON_USER_POD = tuple(
-    s for s in _USER_POD_ENDS if SCENARIOS[s].plan("quick").last_request_end_s > 60
-)
+
+_LONG_ON_USER_POD = tuple(s for s in _USER_POD_ENDS if SCENARIOS[s].served_until_s("quick") > 60)
 _SHELL_CAUGHT = frozenset({"sigkill", "slow-deletion"})
 _DROPS = frozenset({"queue-proxy"})
 # What an app that exits at once shows where a cluster blurs who cut. A websocket: kubelet

@@ -145,6 +145,7 @@ class Scenario:
     target_burst_capacity: int | None = None  # -1: activator always in the request path
     activator_replicas: int = 0  # at least this many activator pods (activator triggers)
     workers: int = 0  # kind worker nodes it needs (node drain: somewhere for pods to go)
+    container_concurrency: int = 0  # the revision's containerConcurrency (0: no limit)
 
     @property
     def family(self) -> str:
@@ -156,6 +157,15 @@ class Scenario:
 
     def plan(self, profile: str) -> ScenarioPlan:
         return self.plans[profile]
+
+    def served_until_s(self, profile: str) -> float:
+        """When the last request ends if none is cut: with containerConcurrency the requests
+        are served that many at a time (6 x 20 s one at a time: at 120 s)."""
+        plan = self.plan(profile)
+        if not self.container_concurrency:
+            return plan.last_request_end_s
+        rounds = -(-plan.planned // self.container_concurrency)
+        return rounds * max(b.sleep_s for b in plan.batches)
 
     @property
     def protocol(self) -> str:
@@ -310,6 +320,19 @@ SCENARIOS: dict[str, Scenario] = {
             "pod deleted with server-streaming gRPC calls over h2c (a message a second) whose "
             "end comes after the app's SIGTERM: every call ends OK with its final message",
             _GRPC_STREAMS,
+        ),
+        Scenario(
+            "queued-during-termination",
+            "containerConcurrency 1: 6 x 20 s requests, one served at a time, the rest waiting "
+            "in queue-proxy's queue (depth 10) when the pod is deleted at 2 s: every request "
+            "served, the queued ones too",
+            {
+                # served one after another: 0-20, 20-40 ... 100-120 s; the app's SIGTERM
+                # comes at ~32 s with 4 requests still queued in queue-proxy
+                "quick": ScenarioPlan(_one(6, 20), trigger_at_s=2, timeout_seconds=180),
+                "seed": ScenarioPlan(_one(10, 60), trigger_at_s=10, timeout_seconds=900),
+            },
+            container_concurrency=1,
         ),
         Scenario(
             "deletion-timeliness",

@@ -105,6 +105,7 @@ class ServingPlatform:
         response_start_timeout_seconds: int | None = None,
         idle_timeout_seconds: int | None = None,
         protocol: str = "http1",
+        container_concurrency: int = 0,
     ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace.
 
@@ -124,6 +125,7 @@ class ServingPlatform:
             response_start_timeout_seconds=response_start_timeout_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
             port_name=protocol,
+            container_concurrency=container_concurrency,
             env=app_protocol_env(protocol),
         )
         return KnativePod(

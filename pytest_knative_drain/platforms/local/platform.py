@@ -164,6 +164,7 @@ class LocalPlatform:
         response_start_timeout_seconds: int | None = None,
         idle_timeout_seconds: int | None = None,
         protocol: str = "http1",
+        container_concurrency: int = 0,
     ) -> LocalPod:
         """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
 
@@ -180,6 +181,7 @@ class LocalPlatform:
             service=app,
             revision=f"{app}-00001",
             timeout_seconds=timeout_seconds,
+            container_concurrency=container_concurrency,
             response_start_timeout_seconds=response_start_timeout_seconds or 0,
             idle_timeout_seconds=idle_timeout_seconds or 0,
             knative_version=self.knative_version,
