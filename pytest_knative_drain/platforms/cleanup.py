@@ -12,21 +12,34 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from ..host.docker_engine import engine_answers, state_dir
 from .cluster.api import RUN_LABEL
 
 
 def _kind_binary() -> Path | None:
+    """A kind this project built (any version: Kubernetes 1.34 needs kind v0.30, 1.31 ran
+    on v0.24), else kind on PATH. Looking for v0.24 only, cleanup found no kind on a machine
+    that had built v0.30 alone, left every cluster to the container sweep below, and the
+    nodes' /var volumes behind: 14 of them, 45.9 GB, filled the disk (2026-12-07)."""
     import shutil
 
-    from ..builders.kind_cli import KIND_VERSION
+    def version(path: Path) -> tuple[int, ...]:
+        digits = path.parent.name.removeprefix("kind-v").split(".")
+        return tuple(int(d) for d in digits if d.isdigit())
 
-    built = state_dir() / "bin" / f"kind-{KIND_VERSION}" / "kind"
-    if built.is_file():
-        return built
+    built = sorted((state_dir() / "bin").glob("kind-v*/kind"), key=version, reverse=True)
+    if built:
+        return built[0]
     on_path = shutil.which("kind")
     return Path(on_path) if on_path else None
+
+
+def remove_container(container: Any) -> None:
+    """Remove ``container`` with its anonymous volumes (a kind node's /var holds its images:
+    about 3 GB a node)."""
+    container.remove(force=True, v=True)
 
 
 def _kind_clusters(kind: Path) -> list[str]:
@@ -84,7 +97,7 @@ def cleanup(cluster_prefix: str = "knative-drain", dry_run: bool = False) -> lis
                 done.append(f"container {container.name}")
                 if not dry_run:
                     with contextlib.suppress(docker.errors.APIError):
-                        container.remove(force=True)
+                        remove_container(container)
         finally:
             client.close()
     return done

@@ -31,7 +31,7 @@ def sweep(client: docker.DockerClient, run_id: str | None = None) -> int:
         stale = owner.isdigit() and not _pid_alive(int(owner))
         if (run_id is not None and labels.get(LABEL) == run_id) or stale:
             with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_container(container["Id"], force=True)
+                client.api.remove_container(container["Id"], force=True, v=True)
                 removed += 1
     return removed
 
