@@ -25,3 +25,29 @@ def conformance_cmd(version: str, select: str, *extra: str, suite: Path | None =
         "no:cacheprovider",
         *extra,
     ]
+
+
+def run_pod_delete_cases(
+    out: Path, version: str, cases: tuple[str, ...], timeout_s: float
+) -> tuple[str, dict]:
+    """Run ``cases`` (ids of conformance/test_pod_delete.py) in a child pytest writing its
+    drain report and log under ``out``; (its stdout, the report). The run must pass."""
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        conformance_cmd(
+            version,
+            " or ".join(f"test_pod_delete[{c}]" for c in cases),
+            f"--drain-report={out / 'drain-report.json'}",
+            "-rA",
+            suite=ROOT / "conformance" / "test_pod_delete.py",
+        ),
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    (out / "pytest.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads((out / "drain-report.json").read_text())

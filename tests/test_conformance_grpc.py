@@ -11,39 +11,20 @@ drain-clean apps keep every call, ran by hand (evidence/2026-12-07-local-grpc/).
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
-from conformance_cmd import conformance_cmd
+from conformance_cmd import run_pod_delete_cases
 
 from pytest_knative_drain.run import verdict
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 CASES = ("grpc-unary-long-go-shutdown", "grpc-stream-long-go-exit")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    out = tmp_path_factory.mktemp("grpc")
-    proc = subprocess.run(
-        conformance_cmd(
-            "1.14",
-            " or ".join(f"test_pod_delete[{c}]" for c in CASES),
-            f"--drain-report={out / 'drain-report.json'}",
-            "-rA",
-            suite=ROOT / "conformance" / "test_pod_delete.py",
-        ),
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
-    return proc.stdout, json.loads((out / "drain-report.json").read_text())
+    return run_pod_delete_cases(tmp_path_factory.mktemp("grpc"), "1.14", CASES, timeout_s=900)
 
 
 def _case(report: dict, scenario: str, app: str) -> dict:

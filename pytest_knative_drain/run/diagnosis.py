@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..load.records import RequestRecord
+from ..load.records import GRPC_ERRORS, RequestRecord
 from ..platforms.pod import stamp_slack_s
 from .judge import HINTS, Judgement, _is_envoy, judge
 
@@ -27,18 +27,7 @@ _CUT_WITHOUT_ANSWER = frozenset({"empty_reply", "reset"})
 _LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
 # A gRPC call that ended without its answer: as a long cut, whatever the call's length
 # (a unary call holds its stream open until the answer, like a stream).
-_GRPC_CUTS = frozenset(
-    {
-        "grpc_http_status",
-        "grpc_rst_stream",
-        "grpc_goaway",
-        "grpc_unavailable",
-        "grpc_internal",
-        "grpc_cancelled",
-        "grpc_incomplete",
-        "grpc_cut",
-    }
-)
+_GRPC_CUTS = frozenset(GRPC_ERRORS) - {"grpc_deadline", "grpc_status"}
 # Two container exits this close were seen in one observation (one pod status update on a
 # cluster); the local platform stamps each exit with Docker's own FinishedAt (nanoseconds).
 _SAME_REPORT_S = 0.005

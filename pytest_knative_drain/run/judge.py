@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..load.records import RequestRecord
+from ..load.records import GRPC_ERRORS, RequestRecord
 
 CLASSES = (
     "ok",
@@ -32,16 +32,7 @@ CLASSES = (
     "ws_unanswered",
     # gRPC calls (load/grpc.py): a proxy's HTTP error instead of gRPC, the stream reset or
     # the connection gone under the call, a non-OK status, a stream without its final message
-    "grpc_http_status",
-    "grpc_rst_stream",
-    "grpc_goaway",
-    "grpc_unavailable",
-    "grpc_internal",
-    "grpc_cancelled",
-    "grpc_deadline",
-    "grpc_status",
-    "grpc_incomplete",
-    "grpc_cut",
+    *GRPC_ERRORS,
 )
 SIGNATURES = ("queue-proxy", "activator", "ingress", "unknown")
 
