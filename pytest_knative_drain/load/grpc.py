@@ -74,7 +74,7 @@ STATUS_NAMES = {
 
 @dataclass
 class Calls:
-    """``calls`` gRPC calls started ``at_s`` after schedule start, each on its own channel.
+    """``calls`` gRPC calls started ``at_s`` after schedule start, each on its own connection.
 
     ``method`` "unary" calls ``Sleep`` (answered after ``duration_s``); "stream" calls
     ``Stream`` (a message a second for ``duration_s``, then the final one). ``deadline_s``
