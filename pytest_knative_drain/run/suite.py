@@ -21,6 +21,10 @@ def skip_reason(case: Case, platform: str, version: str) -> str | None:
         why_not = internal_tls.unsupported(version, platform)
         if why_not is not None:
             return f"{case.id}: {why_not}"
+    if platform not in case.scenario.platforms and case.scenario.only_on_why:
+        return (
+            f"{case.scenario.name}: {case.scenario.only_on_why} (this run: --platform={platform})"
+        )
     if platform not in case.platforms:
         why = (
             f"trigger {case.scenario.trigger}"
