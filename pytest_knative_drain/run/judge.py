@@ -249,12 +249,8 @@ def judge(record: RequestRecord) -> Judgement:
     status = record.status or 0
     if 200 <= status < 300:
         return Judgement("ok", None, None)
-    if status >= 500:
-        return Judgement("http_5xx", *_signature_5xx(status, body, record.server))
-    by_body = _signature_from_body(status, body)
-    if by_body is not None:
-        return Judgement("http_other", *by_body)
-    return Judgement("http_other", _signature_from_server(record), HINTS["http_other"])
+    cls = "http_5xx" if status >= 500 else "http_other"
+    return Judgement(cls, *_signature_of_answer(status, body, record))
 
 
 def _judge_websocket(record: RequestRecord) -> Judgement:
@@ -296,11 +292,8 @@ def _judge_grpc(record: RequestRecord) -> Judgement:
         return Judgement("ok", None, None)
     cls = record.error if record.error in CLASSES else "protocol_error"
     if cls == "grpc_http_status":
-        status, body = record.status or 0, (record.body or "").strip()
-        if status >= 500:
-            return Judgement(cls, *_signature_5xx(status, body, record.server))
-        by_body = _signature_from_body(status, body)
-        return Judgement(cls, *(by_body or (_signature_from_server(record), HINTS["http_other"])))
+        body = (record.body or "").strip()
+        return Judgement(cls, *_signature_of_answer(record.status or 0, body, record))
     hint = {
         "grpc_deadline": HINTS["grpc_deadline"],
         "grpc_status": HINTS["grpc_status"],
@@ -309,6 +302,15 @@ def _judge_grpc(record: RequestRecord) -> Judgement:
         "refused": HINTS["refused"],
     }.get(cls, HINTS["grpc_cut"])
     return Judgement(cls, "unknown", hint)
+
+
+def _signature_of_answer(status: int, body: str, record: RequestRecord) -> tuple[str, str]:
+    """Who wrote a non-2xx HTTP answer (a request's, or a proxy's instead of gRPC): its body
+    names the component, then ``server: envoy`` as a guess."""
+    if status >= 500:
+        return _signature_5xx(status, body, record.server)
+    by_body = _signature_from_body(status, body)
+    return by_body or (_signature_from_server(record), HINTS["http_other"])
 
 
 def _signature_5xx(status: int, body: str, server: str | None) -> tuple[str, str]:
