@@ -123,6 +123,23 @@ def test_kubeadm_versions_read_from_the_module_source() -> None:
         kubernetes.check_version("1.31")
 
 
+def test_serving_commands_are_the_ones_a_release_names() -> None:
+    """1.10's config/core names the domain-mapping controller and webhook besides the five
+    commands every release has: a fixed list left its serving-core unresolvable."""
+    from pathlib import Path
+
+    def named(version: str) -> tuple[str, ...]:
+        info = gomod.download(knative.SERVING, knative.module_version(version))
+        go_mod = Path(info["GoMod"]).read_text()
+        files = knative.config_files(Path(info["Dir"]), "config/core", knative.LINKED_FILES, go_mod)
+        return knative.commands_named(text for _rel, text in files)
+
+    assert named("1.14.2") == knative.COMMANDS
+    assert named("1.10.4") == (*knative.COMMANDS, "domain-mapping", "domain-mapping-webhook")
+    with pytest.raises(ImagesError, match="ko://knative.dev/net-kourier"):
+        knative.commands_named(["image: ko://knative.dev/net-kourier/cmd/kourier"])
+
+
 def test_serving_manifests_resolved_like_a_release() -> None:
     """config/core of the real module, with the files its zip lost as symlinks put back."""
     from pathlib import Path

@@ -124,6 +124,33 @@ def test_exits_in_one_status_update_do_not_say_who_cut() -> None:
     assert verdict.diagnose(cut(32.0), TIMELINE).signature == "queue-proxy"
 
 
+def test_exact_exit_stamps_keep_their_order_however_close() -> None:
+    """The local platform stamps exits with Docker's FinishedAt: an app that ended 2 ms
+    after queue-proxy (its last websocket closed by queue-proxy's exit) ended second, and
+    the cut is queue-proxy's. Only whole-second finishedAt stamps are 'reported together'."""
+    ws = RequestRecord(
+        id=1, batch="ws", url="ws://x/ws", sent_mono=T0, finished_mono=T0 + 32.201,
+        error="ws_abnormal_close", kind="websocket",
+    )  # fmt: skip
+    local = [
+        ev("delete", 2.0),
+        ev("SIGTERM queue-proxy", 2.0),
+        ev("queue-proxy exited", 32.2, "exit code 0"),
+        ev("user-container exited", 32.202, "exit code 0"),
+    ]
+    j = verdict.diagnose(ws, local)
+    assert (j.signature, j.hint) == ("queue-proxy", verdict.HINTS["qp_exited_ws"])
+    assert j.event.name == "queue-proxy exited"
+    # the same two exits, as kubelet reports them (one finishedAt second): not told apart
+    cluster = [
+        ev(e.name, e.mono - T0, f"{e.detail} (Completed), finishedAt 00:16:33")
+        if e.name.endswith(" exited")
+        else e
+        for e in local
+    ]
+    assert verdict.diagnose(ws, cluster).hint == verdict.HINTS["exits_together"]
+
+
 def _real_case(path: str, scenario: str, config: str, app: str):
     """Records and the pod timeline of one case of a committed real-cluster report, the
     exits stamped as the pod watch now stamps them (kubelet's finishedAt)."""

@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ from .rootfs import ImageOutcome, ImagesError
 Progress = Callable[[str], None]
 RECIPE = 1
 SERVING = "knative.dev/serving"
+#: the commands every release's config/core names; a release may name more (1.10: the
+#: domain-mapping controller and its webhook), found by :func:`commands_named`
 COMMANDS = ("controller", "activator", "autoscaler", "webhook", "queue")
 IMAGE_REPO = "dev.local/knative-drain/serving"
 KO_USER = "65532:65532"
@@ -113,6 +115,21 @@ def resolve(text: str, refs: dict[str, str], version: str) -> list[dict[str, Any
         "app.kubernetes.io/version: devel", f'app.kubernetes.io/version: "{version}"'
     )
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def commands_named(texts: Iterable[str]) -> tuple[str, ...]:
+    """The serving commands a release's manifests name as ``ko://knative.dev/serving/cmd/X``
+    (what its release pipeline builds), :data:`COMMANDS` first. A fixed list missed 1.10's
+    domain-mapping controller and webhook: its serving-core could not be resolved."""
+    prefix = f"{SERVING}/cmd/"
+    named = {m[1].removeprefix(prefix) for t in texts for m in _KO_REF.finditer(t)}
+    foreign = sorted(r for r in named if "/" in r)
+    if foreign:
+        raise ImagesError(
+            "config/core names images this builder does not build: "
+            + ", ".join(f"ko://{r}" for r in foreign)
+        )
+    return tuple(c for c in COMMANDS if c in named) + tuple(sorted(named - set(COMMANDS)))
 
 
 def write_manifest(path: Path, docs: list[dict[str, Any]]) -> None:
@@ -197,16 +214,18 @@ def build_serving(
     info = gomod.download(SERVING, mod_version)
     module_dir = Path(info["Dir"])
     go_mod = Path(info["GoMod"]).read_text()
+    files = config_files(module_dir, "config/core", LINKED_FILES, go_mod)
+    commands = commands_named(text for _rel, text in files)
     bin_dir = state_dir() / "bin" / f"serving-{mod_version}-r{RECIPE}"
-    if not all((bin_dir / c).is_file() for c in COMMANDS):
+    if not all((bin_dir / c).is_file() for c in commands):
         progress(
             f"building Knative Serving {version} ({SERVING}@{mod_version}: "
-            f"{', '.join(COMMANDS)}; about 10 min cold)"
+            f"{', '.join(commands)}; about 10 min cold)"
         )
         with tempfile.TemporaryDirectory(prefix="knative-drain-serving-") as tmp:
             src = gomod.writable_copy(module_dir, Path(tmp) / "serving")
             with gomod.staged(bin_dir) as staging:
-                gomod.build({f"./cmd/{c}": c for c in COMMANDS}, staging, cwd=src)
+                gomod.build({f"./cmd/{c}": c for c in commands}, staging, cwd=src)
     images = {
         c: binary_image(
             client,
@@ -218,12 +237,12 @@ def build_serving(
             env={"KO_DATA_PATH": "/var/run/ko"},
             kind="knative-serving",
         )
-        for c in COMMANDS
+        for c in commands
     }
-    refs = {f"{SERVING}/cmd/{c}": image_ref(c, version) for c in COMMANDS}
+    refs = {f"{SERVING}/cmd/{c}": image_ref(c, version) for c in commands}
     out = state_dir() / "manifests" / f"built-{version}"
     core: list[dict[str, Any]] = []
-    for _rel, text in config_files(module_dir, "config/core", LINKED_FILES, go_mod):
+    for _rel, text in files:
         core += resolve(text, refs, version)
     crds = [d for d in core if d.get("kind") == "CustomResourceDefinition"]
     write_manifest(out / "serving-crds.yaml", crds)

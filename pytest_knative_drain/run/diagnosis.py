@@ -29,7 +29,8 @@ _LONG_CUTS = frozenset({"truncated", "ws_abnormal_close", "ws_reset"})
 # (a unary call holds its stream open until the answer, like a stream).
 _GRPC_CUTS = frozenset(GRPC_ERRORS) - {"grpc_deadline", "grpc_status"}
 # Two container exits this close were seen in one observation (one pod status update on a
-# cluster); the local platform stamps each exit with Docker's own FinishedAt (nanoseconds).
+# cluster, both stamped at the same finishedAt second). The local platform stamps each exit
+# with Docker's own FinishedAt (nanoseconds): there two exits 3 ms apart are in that order.
 _SAME_REPORT_S = 0.005
 _APP_CUT = {"websocket": "app_cut_ws", "grpc": "app_cut_grpc"}
 _QP_EXITED = {"websocket": "qp_exited_ws", "grpc": "qp_exited_h2c"}
@@ -176,10 +177,13 @@ def _queue_proxy_left_first(record: RequestRecord, events: Sequence[Any]) -> Any
     ]
     if not qp_exit:
         return None
-    app_exits = [e.mono for e in events if e.name == "user-container exited"]
-    qp_mono = qp_exit[0].mono
-    app_gone = any(m <= end or m < qp_mono or abs(m - qp_mono) <= _SAME_REPORT_S for m in app_exits)
-    return None if app_gone else qp_exit[0]
+    qp = qp_exit[0]
+    app_gone = any(
+        e.mono <= end or e.mono < qp.mono or _one_report(e, qp)
+        for e in events
+        if e.name == "user-container exited"
+    )
+    return None if app_gone else qp
 
 
 def _exits_reported_together(record: RequestRecord, events: Sequence[Any]) -> Any:
@@ -190,12 +194,20 @@ def _exits_reported_together(record: RequestRecord, events: Sequence[Any]) -> An
     if end is None:
         return None
     near = [e for e in events if -_BEFORE_S <= e.mono - end <= _AFTER_S]
-    qp = [e.mono for e in near if e.name == "queue-proxy exited"]
+    qp = [e for e in near if e.name == "queue-proxy exited"]
     app = [e for e in near if e.name == "user-container exited"]
     for e in app:
-        if any(abs(e.mono - m) <= _SAME_REPORT_S for m in qp):
+        if any(_one_report(e, q) for q in qp):
             return e
     return None
+
+
+def _one_report(a: Any, b: Any) -> bool:
+    """Two exits whose order cannot be read: the same whole-second ``finishedAt`` in one pod
+    status update. Exits with exact stamps (the local platform's) keep their order however
+    close: an app that ends as soon as queue-proxy has closed its connections ended second."""
+    exact = stamp_slack_s(a) == 0 or stamp_slack_s(b) == 0
+    return not exact and abs(a.mono - b.mono) <= _SAME_REPORT_S
 
 
 def _envoy_guess(record: RequestRecord) -> bool:
