@@ -503,6 +503,7 @@ class Drain:
                         idle_timeout_seconds=config.idle_timeout_s,
                         protocol=scenario.protocol,
                         container_concurrency=scenario.container_concurrency,
+                        liveness_probe=scenario.liveness_probe,
                     )
                 )
             result = run_scenario(

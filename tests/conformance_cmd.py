@@ -32,16 +32,24 @@ def run_pod_delete_cases(
 ) -> tuple[str, dict]:
     """Run ``cases`` (ids of conformance/test_pod_delete.py) in a child pytest writing its
     drain report and log under ``out``; (its stdout, the report). The run must pass."""
+    return run_family_cases(out, version, "pod_delete", cases, timeout_s)
+
+
+def run_family_cases(
+    out: Path, version: str, family: str, cases: tuple[str, ...], timeout_s: float
+) -> tuple[str, dict]:
+    """Run ``cases`` (ids of conformance/test_<family>.py) in a child pytest writing its
+    drain report and log under ``out``; (its stdout, the report). The run must pass."""
     import json
     import subprocess
 
     proc = subprocess.run(
         conformance_cmd(
             version,
-            " or ".join(f"test_pod_delete[{c}]" for c in cases),
+            " or ".join(f"test_{family}[{c}]" for c in cases),
             f"--drain-report={out / 'drain-report.json'}",
             "-rA",
-            suite=ROOT / "conformance" / "test_pod_delete.py",
+            suite=ROOT / "conformance" / f"test_{family}.py",
         ),
         cwd=out,
         capture_output=True,

@@ -238,6 +238,53 @@ def test_pod_changes_reports_only_what_changed() -> None:
     assert names == ["phase Failed", "deletionTimestamp set"]
 
 
+def _with_user_container(count: int, state: k8s.V1ContainerState, last: bool) -> k8s.V1Pod:
+    import datetime as dt
+
+    ended = k8s.V1ContainerStateTerminated(
+        exit_code=0, reason="Completed", finished_at=dt.datetime(2026, 12, 8, 1, 2, 3)
+    )
+    status = k8s.V1ContainerStatus(
+        name="user-container",
+        image="i",
+        image_id="",
+        ready=False,
+        restart_count=count,
+        state=state,
+        last_state=k8s.V1ContainerState(terminated=ended if last else None),
+    )
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="p"),
+        status=k8s.V1PodStatus(phase="Running", container_statuses=[status]),
+    )
+
+
+def test_a_restarted_container_reads_as_on_the_local_platform() -> None:
+    """kubelet's restart (a failed liveness probe) as the watch may see it: the old and the
+    new instance in one observation, or the old one's end first, or a back-off between:
+    each time one exit (at its finishedAt) and one start, as the local platform writes."""
+    running = k8s.V1ContainerState(running=k8s.V1ContainerStateRunning())
+    ended = k8s.V1ContainerState(
+        terminated=k8s.V1ContainerStateTerminated(exit_code=0, reason="Completed")
+    )
+    waiting = k8s.V1ContainerState(waiting=k8s.V1ContainerStateWaiting(reason="CrashLoopBackOff"))
+    before = _with_user_container(0, running, last=False)
+    at_once = pod_changes(before, _with_user_container(1, running, last=True), "MODIFIED")
+    assert at_once == [
+        ("user-container exited", "exit code 0 (Completed), finishedAt 01:02:03"),
+        ("started user-container", "restartCount 1"),
+    ]
+    seen_ended = _with_user_container(0, ended, last=False)
+    assert [n for n, _ in pod_changes(before, seen_ended, "MODIFIED")] == ["user-container exited"]
+    then = pod_changes(seen_ended, _with_user_container(1, running, last=True), "MODIFIED")
+    assert then == [("started user-container", "restartCount 1")]
+    backing_off = _with_user_container(1, waiting, last=True)
+    names = [n for n, _ in pod_changes(before, backing_off, "MODIFIED")]
+    assert names == ["user-container exited", "user-container waiting"]
+    back = pod_changes(backing_off, _with_user_container(1, running, last=True), "MODIFIED")
+    assert back == [("started user-container", "restartCount 1")]
+
+
 # -- log followers ------------------------------------------------------------------------
 # A kube-apiserver with no kubelet cannot serve a container log (it proxies log reads to
 # the node's kubelet), so a stream that delivers lines is not exercised here: these tests

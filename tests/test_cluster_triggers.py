@@ -228,6 +228,27 @@ def test_roll_out_changes_the_service_template(api, knative_core, ns) -> None:
     assert template["spec"]["containers"][0]["image"] == "dev.local/app:1"
 
 
+def test_a_liveness_probe_survives_the_service_schema(api, knative_core, ns) -> None:
+    """container-restart's probe (kubelet restarts the app once it fails): Knative 1.14.2's
+    Service schema keeps it, so the API server does not prune it away."""
+    spec = KsvcSpec(name="svc", image="dev.local/app:1", liveness_probe=True)
+    with Applier(api) as applier:
+        applier.apply([render_ksvc(spec, ns)])
+    got = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        "serving.knative.dev", "v1", ns, "services", "svc"
+    )
+    container = got["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"] == {
+        "httpGet": {"path": "/healthz"},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+        "timeoutSeconds": 1,
+    }
+    assert "livenessProbe" not in render_ksvc(KsvcSpec(name="svc", image="i"), ns)["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+
+
 # -- the Knative config patch (Knative 1.14.2's activator Deployment, HPA and PDB) -------------
 @pytest.fixture
 def activator(api, knative_core, serving_src) -> Iterator[k8s.AppsV1Api]:

@@ -252,6 +252,11 @@ def test_app_answers_the_contract(client, provisioned, app):
         assert 0.4 <= answer.seconds < 2.0
         assert get(port, "/?sleep=soon").status == 400
         assert get(port, "/nowhere").status == 404
+        # a liveness probe made to fail (container-restart on a cluster): for every worker
+        failing = get(port, "/fail-liveness")
+        assert (failing.status, failing.body) == (200, f"liveness fails from now on {pod}\n")
+        assert {get(port, "/healthz").status for _ in range(6)} == {503}
+        assert get(port, "/?sleep=0").status == 200  # it still serves
 
 
 @dataclass(frozen=True)

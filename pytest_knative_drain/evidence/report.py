@@ -232,6 +232,10 @@ class DrainReport:
                 f"{r.plan.min_strict_sli:g} | {gone} | {r.duration_s:.1f} | "
                 f"{r.expected_label} | {_OUTCOME_MD[r.outcome]} |"
             )
+        restarts = [r for r in self.results if r.restart is not None]
+        if restarts:
+            rows += ["", "Container restarts (s from the restart):", ""]
+            rows += [f"- {r.label} / {r.app}: {r.restart.line()}" for r in restarts if r.restart]
         for r in self.results:
             if r.passed and r.expectation_met:
                 continue

@@ -84,6 +84,15 @@ TRIGGERS: dict[str, Trigger] = {
             ALL_PLATFORMS,
         ),
         Trigger(
+            "container-restart",
+            "container_restart",
+            "restart the user container as kubelet does after a failed liveness probe: its "
+            "preStop, SIGTERM, SIGKILL at the end of the grace period, a new container; "
+            "queue-proxy stays and gets no signal (on a cluster: the app is asked to fail its "
+            "liveness probe, and kubelet's own probe restarts it)",
+            ALL_PLATFORMS,
+        ),
+        Trigger(
             "pod-kill",
             "pod_delete",
             "delete the revision pod with grace period 0 (kubectl delete --grace-period=0 "
@@ -146,6 +155,8 @@ class Scenario:
     activator_replicas: int = 0  # at least this many activator pods (activator triggers)
     workers: int = 0  # kind worker nodes it needs (node drain: somewhere for pods to go)
     container_concurrency: int = 0  # the revision's containerConcurrency (0: no limit)
+    # a liveness probe on the user container, which the trigger makes fail (on a cluster)
+    liveness_probe: bool = False
     # narrower than the trigger's platforms until it has run elsewhere, and why
     only_on: tuple[str, ...] = ()
     only_on_why: str = ""
@@ -342,6 +353,39 @@ SCENARIOS: dict[str, Scenario] = {
                 "not run on a cluster yet: with containerConcurrency 1 the activator stays in "
                 "the path there and may hold the queue instead of queue-proxy, so the local "
                 "finding (queued-requests-sent-after-app-sigterm) may not apply"
+            ),
+        ),
+        Scenario(
+            "container-restart",
+            "the user container is restarted (a failed liveness probe) with 40 s requests in "
+            "flight and short ones arriving every second: the in-flight ones complete, the "
+            "pod is Ready again in time and serves; queue-proxy's 502 'connection refused' "
+            "while no app listens is counted apart (Knative promises nothing there)",
+            {
+                # the app's SIGTERM ~1 s after the restart (queue-proxy ends the drain when no
+                # SIGTERM of its own came); a draining app is down until its 40 s requests
+                # end (~40 s in); gunicorn's default 30 s graceful timeout cuts them ~36 s
+                # in; a shell-form CMD is SIGKILLed at the 60 s grace, ~66 s in, with short
+                # requests in flight; the short requests go on to 70 s
+                "quick": ScenarioPlan(
+                    (BatchSpec("in-flight", 10, 0.0, 40.0),)
+                    + _stream(140, every_s=1.0, batches=70, sleep_s=1.0),
+                    trigger_at_s=5,
+                    timeout_seconds=60,
+                ),
+                "seed": ScenarioPlan(
+                    (BatchSpec("in-flight", 200, 0.0, 300.0),)
+                    + _stream(800, every_s=1.0, batches=400, sleep_s=1.0),
+                    trigger_at_s=10,
+                    timeout_seconds=600,
+                ),
+            },
+            trigger="container-restart",
+            liveness_probe=True,
+            only_on=("local", "kind"),
+            only_on_why=(
+                "not run on an existing cluster yet (the app must serve the fixture apps' "
+                "GET /fail-liveness there)"
             ),
         ),
         Scenario(

@@ -106,6 +106,7 @@ class ServingPlatform:
         idle_timeout_seconds: int | None = None,
         protocol: str = "http1",
         container_concurrency: int = 0,
+        liveness_probe: bool = False,
     ) -> KnativePod:
         """A not-yet-started Knative Service of ``app`` in its own namespace.
 
@@ -127,6 +128,7 @@ class ServingPlatform:
             port_name=protocol,
             container_concurrency=container_concurrency,
             env=app_protocol_env(protocol),
+            liveness_probe=liveness_probe,
         )
         return KnativePod(
             self.api,

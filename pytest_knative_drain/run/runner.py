@@ -21,6 +21,7 @@ from ..matrix.scenarios import GRPC_KINDS, TRIGGERS, BatchSpec, ScenarioPlan, Tr
 from ..platforms.cluster.ingress import unreachable
 from ..platforms.pod import InfrastructureError
 from . import verdict
+from .restart import RestartReading, read_restart
 
 STREAM_END = "stream complete"  # the last line of a complete fixture-app /stream body
 
@@ -71,6 +72,9 @@ class ScenarioResult:
     ended_pods: list[str] = field(default_factory=list)  # the pods the trigger ended
     # a known Knative bug that makes a drain-clean app fail here (known_failures.to_dict())
     known_failure: dict[str, Any] | None = None
+    # a container restart: its way back, and the requests Knative may refuse meanwhile
+    # (not in ``records``: counted apart, listed in the report's "restart" block)
+    restart: RestartReading | None = None
 
     @property
     def label(self) -> str:
@@ -140,7 +144,14 @@ class ScenarioResult:
             "events": [_event_dict(e, self.t0_mono) for e in self.events],
             "logs": self.logs,
             "records": [verdict.record_verdict(r, self.events, self.t0_mono) for r in self.records],
+            **({"restart": self._restart_dict()} if self.restart is not None else {}),
         }
+
+    def _restart_dict(self) -> dict[str, Any]:
+        assert self.restart is not None
+        refused = self.restart.refused_while_down
+        judged = [verdict.record_verdict(r, self.events, self.t0_mono) for r in refused]
+        return {**self.restart.to_dict(), "refused_records": judged}
 
 
 def _event_dict(event: Any, t0: float | None) -> dict[str, Any]:
@@ -194,13 +205,17 @@ def run_scenario(
     if broke:
         raise InfrastructureError(f"{scenario}: {broke}")
     termination = target.wait_gone(max(grace, plan.timeout_seconds) + 60)
-    summary = verdict.summarize(result.records, planned=plan.planned, events=target.events)
+    records, planned, restart = result.records, plan.planned, None
+    if trigger.family == "container_restart":
+        restart = read_restart(records, target.events)
+        records, planned = restart.promised, planned - len(restart.refused_while_down)
+    summary = verdict.summarize(records, planned=planned, events=target.events)
     out = ScenarioResult(
         scenario=scenario,
         app=app,
         profile=profile,
         plan=plan,
-        records=result.records,
+        records=records,
         summary=summary,
         events=list(target.events),
         t0_mono=termination.t0_mono,
@@ -211,6 +226,7 @@ def run_scenario(
         trigger=trigger.name,
         timeout_seconds=timeout_seconds,
         ended_pods=list(termination.pods),
+        restart=restart,
     )
     untested = untested_drain(out)
     if untested:
@@ -371,6 +387,9 @@ def judge_result(result: ScenarioResult) -> None:
     inconclusive = _cut_batch_problem(result)
     if inconclusive:
         problems.append(inconclusive)
+    if result.restart is not None and result.restart.problems:
+        catches.add("not-ready-again")
+        problems += result.restart.problems
     limit = result.plan.max_gone_s
     if limit is not None and (result.gone_after_s is None or result.gone_after_s > limit):
         catches.add("slow-deletion")
@@ -388,7 +407,8 @@ def sigkill_problem(result: ScenarioResult) -> str:
     """
     grace = result.timeout_seconds or result.plan.timeout_seconds
     killed = ", ".join(result.killed)
-    head = f"deletion took the full grace period ({grace} s): SIGKILL of {killed}"
+    what = "the restart" if TRIGGERS[result.trigger].family == "container_restart" else "deletion"
+    head = f"{what} took the full grace period ({grace} s): SIGKILL of {killed}"
     if "user-container" in result.killed:
         return head + "; the app never exited on SIGTERM (shell-form CMD keeps /bin/sh as PID 1?)"
     exits = [

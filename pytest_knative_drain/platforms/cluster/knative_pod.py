@@ -42,7 +42,7 @@ from .api import (
 from .apply import Applier
 from .changes import Namespaces
 from .faults import FAULT_POLL_S, FaultWatch, NodeProbe, raise_if_hopeless, unreachable
-from .ksvc import KsvcSpec, render_ksvc
+from .ksvc import FAIL_LIVENESS_PATH, KsvcSpec, render_ksvc
 from .pod_logs import NORMAL_ENDS, LogFollower
 from .pod_watch import SIGKILL_EXIT, PodWatch, pod_ready
 
@@ -97,6 +97,7 @@ class KnativePod:
         self._applier: Applier | None = None
         self._awaited: list[tuple[PodWatch, str]] | None = None  # None: pods that get deleted
         self._cordoned: str | None = None  # a node this pod's trigger cordoned
+        self._restarting = False  # the trigger restarts the user container: the pod stays
 
     @property
     def nodes(self) -> set[str]:
@@ -316,6 +317,14 @@ class KnativePod:
                     f"node-drain: no pod of {self.namespace}/{self.spec.name} was evicted "
                     f"from node {node} (evicted: {', '.join(evicted) or 'nothing'})"
                 )
+        elif trigger.name == "container-restart":
+            t0 = self.event(
+                "liveness restart",
+                f"GET {FAIL_LIVENESS_PATH}: user-container's liveness probe (every 1 s, one "
+                "failure) fails from now on; kubelet restarts it, queue-proxy stays",
+            )
+            self.event("liveness failing", cluster_triggers.fail_liveness(self.url, self.headers))
+            self._restarting = True
         elif trigger.name in ("activator-delete", "activator-kill"):
             self._activator_watch = PodWatch(
                 self.api, SERVING_NAMESPACE, cluster_triggers.ACTIVATOR_SELECTOR
@@ -353,6 +362,8 @@ class KnativePod:
         limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
         end = time.monotonic() + limit
         assert self._watch is not None
+        if self._restarting:
+            return self._wait_ready_again(limit)
         awaited = self._awaited
         if awaited is None:  # scale-down, rollout: Knative decides which pods go
             t0 = self.termination.t0_mono
@@ -393,6 +404,53 @@ class KnativePod:
                 and e.name.endswith(" exited")
                 and e.detail.startswith(f"exit code {SIGKILL_EXIT}")
             }
+        )
+        return self.termination
+
+    def _wait_ready_again(self, limit: float) -> Termination:
+        """After a container restart: wait until the pod is Ready with its new user
+        container, and put "ready again" on the timeline when it became so (the last
+        'ready' after the new start, or the start itself if the pod never went NotReady).
+        Not Ready in time is said as "not ready again", for the verdict to judge."""
+        assert self.termination is not None and self._watch is not None and self.name
+        t0, name, watch = self.termination.t0_mono, self.name, self._watch
+
+        def after_restart() -> list[PodEvent]:
+            return [e for e in watch.events if e.pod == name and e.mono >= t0]
+
+        def check() -> str | None:
+            self.raise_fault()
+            events = after_restart()
+            if not any(e.name == "started user-container" for e in events):
+                return "user-container not restarted yet"
+            pod = watch.last(name)
+            return None if pod is not None and pod_ready(pod) else "pod not Ready yet"
+
+        try:
+            wait_until(
+                check,
+                f"pod {self.namespace}/{name} Ready again after its user-container restart",
+                timeout_s=limit,
+                progress=self.progress,
+                host=host_of(self.api),
+            )
+        except ClusterError as exc:  # the verdict says it; a fault has raised already
+            self.event("not ready again", str(exc))
+        events = after_restart()
+        started = next((e for e in events if e.name == "started user-container"), None)
+        if started is not None and not any(e.name == "not ready again" for e in self.events):
+            readies = [e.mono for e in events if e.name == "ready"]
+            at = max([started.mono, *readies])
+            self._own_events.append(
+                PodEvent(name, "ready again", at, started.wall + at - started.mono, "pod Ready")
+            )
+        exits = [e for e in events if e.name == "user-container exited"]
+        self.termination.pods = [name]
+        self.termination.gone_mono = exits[0].mono if exits else None
+        self.termination.killed = (
+            ["user-container"]
+            if any(e.detail.startswith(f"exit code {SIGKILL_EXIT}") for e in exits)
+            else []
         )
         return self.termination
 

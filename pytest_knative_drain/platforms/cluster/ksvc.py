@@ -15,6 +15,17 @@ from .api import (
 #: the container port names Knative reads a protocol from (serving's
 #: pkg/apis/serving/k8s_validation.go: "" or http1 is HTTP/1.1, h2c is cleartext HTTP/2)
 PORT_NAMES = ("http1", "h2c")
+#: the fixture apps' liveness endpoint, and the request that makes it fail from then on
+#: (fixtures/apps/README.md): kubelet then restarts the user container (container-restart)
+LIVENESS_PATH = "/healthz"
+FAIL_LIVENESS_PATH = "/fail-liveness"
+#: kubelet's probe of it: every second, one failure restarts the container
+LIVENESS_PROBE = {
+    "httpGet": {"path": LIVENESS_PATH},
+    "periodSeconds": 1,
+    "failureThreshold": 1,
+    "timeoutSeconds": 1,
+}
 
 
 # -- Knative Service rendering ---------------------------------------------------------------
@@ -36,6 +47,7 @@ class KsvcSpec:
     # revision spec fields (Knative 1.7+); None: the cluster's defaults
     response_start_timeout_seconds: int | None = None
     idle_timeout_seconds: int | None = None
+    liveness_probe: bool = False  # LIVENESS_PROBE on the user container
 
     def check(self) -> None:
         """Raise ClusterError naming the field and its accepted values."""
@@ -94,6 +106,8 @@ def render_ksvc(spec: KsvcSpec, namespace: str) -> dict[str, Any]:
         "image": spec.image,
         "ports": [{"containerPort": spec.port, "name": spec.port_name}],
     }
+    if spec.liveness_probe:
+        container["livenessProbe"] = LIVENESS_PROBE
     if spec.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
     revision: dict[str, Any] = {

@@ -38,18 +38,50 @@ def _container_states(pod: k8s.V1Pod) -> dict[str, tuple[str, str, bool]]:
             continue
         if state.terminated is not None:
             # "exited", as on --platform=local: the verdict reads both timelines alike
-            t = state.terminated
-            detail = f"exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
-            if t.exit_code == SIGKILL_EXIT and t.reason != "OOMKilled":
-                detail += " after SIGKILL"
-            if t.finished_at is not None:
-                detail += f", finishedAt {t.finished_at:%H:%M:%S}"
-            out[status.name] = ("exited", detail, bool(status.ready))
+            out[status.name] = ("exited", _exit_detail(state.terminated), bool(status.ready))
         elif state.running is not None:
             out[status.name] = ("running", "", bool(status.ready))
         elif state.waiting is not None:
             out[status.name] = ("waiting", state.waiting.reason or "", bool(status.ready))
     return out
+
+
+def _exit_detail(t: k8s.V1ContainerStateTerminated) -> str:
+    detail = f"exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
+    if t.exit_code == SIGKILL_EXIT and t.reason != "OOMKilled":
+        detail += " after SIGKILL"
+    if t.finished_at is not None:
+        detail += f", finishedAt {t.finished_at:%H:%M:%S}"
+    return detail
+
+
+def _restarts(pod: k8s.V1Pod) -> dict[str, tuple[int, str]]:
+    """container name -> (restartCount, how its previous instance ended: lastState)."""
+    out: dict[str, tuple[int, str]] = {}
+    for status in (pod.status.container_statuses if pod.status else None) or []:
+        last = status.last_state.terminated if status.last_state is not None else None
+        out[status.name] = (status.restart_count or 0, _exit_detail(last) if last else "")
+    return out
+
+
+def restart_changes(old: k8s.V1Pod, new: k8s.V1Pod) -> list[tuple[str, str]]:
+    """A container kubelet restarted between two observations (a failed liveness probe):
+    its previous instance's exit (from lastState, unless already seen as the current state)
+    and, once the new instance runs, its start, in the local platform's words."""
+    changes: list[tuple[str, str]] = []
+    before, now = _restarts(old), _restarts(new)
+    was, state = _container_states(old), _container_states(new)
+    for name, (count, last_exit) in sorted(now.items()):
+        if count <= 0:
+            continue
+        restarted = count > before.get(name, (count, ""))[0]
+        if restarted and last_exit and was.get(name, ("",))[0] != "exited":
+            changes.append((f"{name} exited", last_exit))
+        running_now = state.get(name, ("",))[0] == "running"
+        # its start: in the same observation, or after a wait (exited, back-off) seen before
+        if running_now and (restarted or was.get(name, ("",))[0] in ("exited", "waiting")):
+            changes.append((f"started {name}", f"restartCount {count}"))
+    return changes
 
 
 def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[str, str]]:
@@ -78,10 +110,15 @@ def pod_changes(old: k8s.V1Pod | None, new: k8s.V1Pod, kind: str) -> list[tuple[
                 f"deletionGracePeriodSeconds={grace}, at {new.metadata.deletion_timestamp}",
             )
         )
+    if old is not None:
+        changes += restart_changes(old, new)
     before = _container_states(old) if old is not None else {}
+    started = {c[0].removeprefix("started ") for c in changes if c[0].startswith("started ")}
     for name, (state, detail, ready) in sorted(_container_states(new).items()):
         prev = before.get(name)
-        if prev is None or prev[0] != state or (state == "exited" and prev[1] != detail):
+        if name in started and state == "running":
+            pass  # said as "started <name>" (a restart)
+        elif prev is None or prev[0] != state or (state == "exited" and prev[1] != detail):
             changes.append((f"{name} {state}", detail))
         if prev is not None and prev[2] != ready:
             changes.append((f"{name} {'ready' if ready else 'not ready'}", ""))

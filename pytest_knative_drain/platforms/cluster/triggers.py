@@ -16,6 +16,8 @@ namespace on purpose: Knative's own activator, webhook and Kourier gateway have
 PodDisruptionBudgets (minAvailable 80 %) that refuse eviction of their only replica, and
 evicting the gateway or activator would cut requests for reasons that are not the app's.
 Which pods then terminate is decided by Knative and Kubernetes; the pod watch sees it.
+A container restart asks the fixture app to fail its liveness probe (``/fail-liveness``):
+kubelet's own probe then restarts the user container.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import time
 from collections.abc import Callable
 
+import requests
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from tenacity import RetryError, retry, retry_if_exception, stop_after_delay, wait_fixed
@@ -35,6 +38,7 @@ from .api import (
     knative_serving_version,
     through_webhook,
 )
+from .ksvc import FAIL_LIVENESS_PATH
 
 PA_GROUP, PA_VERSION, PA_PLURAL = "autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers"
 SERVICE_LABEL = "serving.knative.dev/service"
@@ -212,6 +216,25 @@ def drain_node(
             ) from None
         evicted.append(f"{ns}/{name}")
     return evicted
+
+
+def fail_liveness(url: str, headers: dict[str, str]) -> str:
+    """Ask the app behind the ingress to fail its liveness probe from now on (the fixture
+    apps' ``/fail-liveness``): the trigger, sent once, never a measured request. Its answer's
+    first line, or a ClusterError saying the app does not serve it."""
+    where = url.rstrip("/") + FAIL_LIVENESS_PATH
+    try:
+        answer = requests.get(where, headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise ClusterError(f"container-restart: GET {where} failed: {exc}") from None
+    line = answer.text.strip().splitlines()[0] if answer.text.strip() else ""
+    if answer.status_code != 200:
+        raise ClusterError(
+            f"container-restart: GET {FAIL_LIVENESS_PATH} answered {answer.status_code} "
+            f"{line[:120]!r}: the app does not serve the fixture apps' liveness contract "
+            "(fixtures/apps/README.md)"
+        )
+    return line
 
 
 def rollout_stamp() -> str:

@@ -92,12 +92,32 @@ class Kubelet:
         self._qp_signalled.set()
         self.wait_or_kill("queue-proxy", termination.t0_mono + termination.grace_s, termination)
 
-    def _stop_user_container(self, termination: Termination) -> None:
+    def restart_user_container(
+        self, termination: Termination, start_again: Callable[[], None]
+    ) -> threading.Thread:
+        """Restart the user container as kubelet does after a failed liveness probe (its
+        killContainer, then a new container): the preStop, SIGTERM, SIGKILL at the end of
+        the grace period, then ``start_again``. queue-proxy gets no signal: its drain
+        handler sees none and ends the drain after 1 s (knative/serving
+        pkg/queue/sharedmain/handlers.go ``adminHandler``, 1.7 and later)."""
+
+        def restart() -> None:
+            self._stop_user_container(termination, queue_proxy_signalled=False)
+            start_again()
+
+        thread = threading.Thread(target=restart, name="kubelet-restart", daemon=True)
+        thread.start()
+        return thread
+
+    def _stop_user_container(
+        self, termination: Termination, *, queue_proxy_signalled: bool = True
+    ) -> None:
         t0, grace = termination.t0_mono, termination.grace_s
         # kubelet's runtime delivers queue-proxy's SIGTERM in milliseconds; a Docker engine
         # under load (many pods at once) can take seconds, and queue-proxy's drain handler
         # returns after 1 s when no SIGTERM came (a liveness restart): the preStop waits
-        self._qp_signalled.wait(max(grace, 1.0))
+        if queue_proxy_signalled:
+            self._qp_signalled.wait(max(grace, 1.0))
         self.event("preStop started", f"GET :{QUEUE_ADMIN_PORT}{DRAIN_PATH}")
         status: int | None = None
         try:

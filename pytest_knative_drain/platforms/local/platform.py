@@ -165,11 +165,14 @@ class LocalPlatform:
         idle_timeout_seconds: int | None = None,
         protocol: str = "http1",
         container_concurrency: int = 0,
+        liveness_probe: bool = False,
     ) -> LocalPod:
         """A not-yet-started pod of ``app`` (a fixture app name, or ``image`` for the user's).
 
         One pod, no autoscaler, no activator: only ``scale=1`` and no other revision knobs.
+        No liveness probe runs here: a container restart is the trigger's, done at once.
         """
+        del liveness_probe
         if scale != 1 or max_scale not in (None, 1) or target_burst_capacity or annotations:
             raise LocalPlatformError(
                 f"the local platform runs one pod without autoscaler or activator (scale={scale}, "

@@ -62,6 +62,9 @@ PROBE_HEADER = ("K-Network-Probe", "queue")  # how kubelet probes queue-proxy re
 KUBELET_USER_AGENT = "kube-probe/1.31"
 LABEL = "knative-drain.run"  # every container we create carries it, for sweeping
 READY_TIMEOUT_S = 60.0  # how long a pod may take to answer queue-proxy's readiness probe
+#: how long a restarted user container may take to be Ready again (kubelet's probe through
+#: queue-proxy answered 200) before the restart is recorded as "not ready again"
+READY_AGAIN_TIMEOUT_S = 60.0
 REMOVE_RETRY_S = 30.0  # how long removal waits for an engine that is restarting
 
 
@@ -152,6 +155,10 @@ class LocalPod:
         self._closing = False  # our own removal: its events and errors are no fault
         self._watcher: threading.Thread | None = None
         self._event_stream: Any = None
+        self._user_run: dict[str, Any] = {}  # how the user container was created
+        self._retired: list[Container] = []  # user containers a restart replaced
+        self.restarts = 0
+        self.restarting = False  # the trigger restarts the user container: the pod stays
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalPod:
@@ -189,7 +196,7 @@ class LocalPod:
                 ago = min(max(time.time() - finished, 0.0), time.monotonic() - since_mono)
         self.event(f"{role} exited", detail, ago_s=max(ago, 0.0))
 
-    def _run(self, role: str, image: str, **kwargs: Any) -> Container:
+    def _run(self, role: str, image: str, suffix: str = "", **kwargs: Any) -> Container:
         labels = {
             LABEL: self.run_id,
             "knative-drain.pod": self.name,
@@ -198,7 +205,7 @@ class LocalPod:
         }
         try:
             container = self.client.containers.create(
-                image, name=f"{self.name}-{role}", labels=labels, **kwargs
+                image, name=f"{self.name}-{role}{suffix}", labels=labels, **kwargs
             )
         except docker.errors.ImageNotFound:
             raise PodStartError(
@@ -256,7 +263,8 @@ class LocalPod:
             "POD_NAME": self.name,
             **self.app_env,
         }
-        self._run("user-container", self.app_image, network_mode=netns, environment=app_env)
+        self._user_run = {"network_mode": netns, "environment": app_env}
+        self._run("user-container", self.app_image, **self._user_run)
         self.event("started user-container", self.app_image)
         self._run(
             "queue-proxy",
@@ -389,35 +397,97 @@ class LocalPod:
             return f"https://127.0.0.1:{self._ports[QUEUE_SERVING_TLS_PORT]}"
         return f"http://127.0.0.1:{self._ports[QUEUE_SERVING_PORT]}"
 
-    # -- deletion, as kubelet does it --------------------------------------------------------
+    # -- deletion and restarts, as kubelet does them -----------------------------------------
     def trigger(self, trigger: Trigger) -> Termination:
-        """The one trigger a pod without a cluster has: its deletion."""
+        """The triggers a pod without a cluster has: its deletion, its app's restart."""
+        if trigger.name == "container-restart":
+            return self.restart_user_container(trigger.grace_s)
         if trigger.name != "pod-delete":
             raise LocalPlatformError(
                 f"trigger {trigger.name!r} needs a cluster (--platform=kind or existing)"
             )
         return self.delete(trigger.grace_s)
 
-    def delete(self, grace_s: float | None = None) -> Termination:
-        """Start deleting the pod and return at once; ``wait_gone`` waits for the end."""
+    def restart_user_container(self, grace_s: float | None = None) -> Termination:
+        """Start restarting the user container as kubelet does after its liveness probe
+        failed, and return at once; ``wait_gone`` waits until it is Ready again (or not).
+
+        The grace period is the pod's (timeoutSeconds), as kubelet's killContainer takes it
+        when the probe sets none. The new container is a new one, as kubelet's is (the old
+        one is kept, stopped, for its logs)."""
         grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
-        t0 = self.event("delete", f"terminationGracePeriodSeconds={grace:g}")
+        t0 = self.event(
+            "liveness restart",
+            f"user-container; terminationGracePeriodSeconds={grace:g}; queue-proxy stays",
+        )
         self.termination = Termination(t0_mono=t0.mono, grace_s=grace, pods=[self.name])
-        kubelet = Kubelet(
+        self.restarting = True
+        self._threads.append(
+            self._kubelet().restart_user_container(self.termination, self._start_user_again)
+        )
+        return self.termination
+
+    def _start_user_again(self) -> None:
+        """The restart's new user container, then kubelet's readiness probe until Ready."""
+        old = self._containers.get("user-container")
+        if old is None or self.fault is not None:
+            return
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.ConnectionError):
+            self.logs["user-container (before restart)"] = old.logs(tail=400).decode(
+                errors="replace"
+            )
+        self.restarts += 1
+        try:
+            suffix = f"-restart-{self.restarts}"
+            self._run("user-container", self.app_image, suffix, **self._user_run)
+        except PodStartError as exc:
+            self.event("not ready again", str(exc))
+            return
+        except requests.exceptions.ConnectionError as exc:
+            self._fault(f"Docker engine unreachable restarting user-container: {_line(exc)}")
+            return
+        finally:
+            self._retired.append(old)  # _run registered the new one in its place
+        self.event("started user-container", f"{self.app_image} (restart {self.restarts})")
+        try:
+            self._wait_ready(READY_AGAIN_TIMEOUT_S)
+        except RetryError as exc:
+            self.event(
+                "not ready again",
+                f"no 200 to kubelet's probe within {READY_AGAIN_TIMEOUT_S:.0f} s: "
+                f"{exc.last_attempt.exception()}",
+            )
+        except PodStartError as exc:
+            self.event("not ready again", str(exc))
+        except InfrastructureError:
+            return  # the pod's fault is recorded: wait_gone raises it
+        else:
+            self.event("ready again", "kubelet's probe through queue-proxy: 200")
+
+    def _kubelet(self) -> Kubelet:
+        return Kubelet(
             self._containers,
             f"http://127.0.0.1:{self._ports[QUEUE_ADMIN_PORT]}{DRAIN_PATH}",
             event=self.event,
             fault=self._fault,
             exited=self._exited,
         )
-        self._threads += kubelet.kill_pod(self.termination)
+
+    def delete(self, grace_s: float | None = None) -> Termination:
+        """Start deleting the pod and return at once; ``wait_gone`` waits for the end."""
+        grace = float(self.revision.timeout_seconds if grace_s is None else grace_s)
+        t0 = self.event("delete", f"terminationGracePeriodSeconds={grace:g}")
+        self.termination = Termination(t0_mono=t0.mono, grace_s=grace, pods=[self.name])
+        self._threads += self._kubelet().kill_pod(self.termination)
         return self.termination
 
     def wait_gone(self, timeout_s: float | None = None) -> Termination:
-        """Block until every container has exited (or raise after ``timeout_s``)."""
+        """Block until every container has exited, or a restarted one is Ready again or
+        given up on (or raise after ``timeout_s``)."""
         if self.termination is None:
             raise LocalPlatformError(f"pod {self.name} was never deleted")
         limit = timeout_s if timeout_s is not None else self.termination.grace_s + 60
+        limit += READY_AGAIN_TIMEOUT_S if self.restarting else 0
         end = time.monotonic() + limit
         # a fault ends the wait at once: removal then unblocks the kubelet threads
         while self.fault is None and any(t.is_alive() for t in self._threads):
@@ -426,7 +496,8 @@ class LocalPod:
             time.sleep(0.1)
         self._check_intact()
         self.termination.gone_mono = max(e.mono for e in self.events if e.name.endswith(" exited"))
-        self.event("gone", f"{self.termination.gone_after_s:.1f} s after delete")
+        if not self.restarting:  # a restart's pod stays: its end is "ready again", or not
+            self.event("gone", f"{self.termination.gone_after_s:.1f} s after delete")
         return self.termination
 
     def _check_intact(self) -> None:
@@ -464,8 +535,10 @@ class LocalPod:
         if self.keep:
             return
         deadline = time.monotonic() + REMOVE_RETRY_S  # one budget for the pod, not each
-        for role in ("queue-proxy", "user-container", "pause"):
-            container = self._containers.pop(role, None)
+        doomed = [self._containers.pop(r, None) for r in ("queue-proxy", "user-container")]
+        doomed += [*self._retired, self._containers.pop("pause", None)]
+        self._retired = []
+        for container in doomed:
             if container is not None:
                 with contextlib.suppress(docker.errors.APIError, RetryError):
                     _remove_container(container, deadline)
