@@ -244,9 +244,12 @@ def test_a_liveness_probe_survives_the_service_schema(api, knative_core, ns) -> 
         "failureThreshold": 1,
         "timeoutSeconds": 1,
     }
-    assert "livenessProbe" not in render_ksvc(KsvcSpec(name="svc", image="i"), ns)["spec"][
-        "template"
-    ]["spec"]["containers"][0]
+    assert (
+        "livenessProbe"
+        not in render_ksvc(KsvcSpec(name="svc", image="i"), ns)["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+    )
 
 
 # -- the Knative config patch (Knative 1.14.2's activator Deployment, HPA and PDB) -------------
