@@ -22,6 +22,7 @@ from .matrix.scenarios import GRPC_KINDS, SCENARIOS, TRIGGERS
 from .options import DEFAULT_INGRESS_PORT, DrainOptions
 from .platforms.pod import InfrastructureError
 from .run import scheduler
+from .run.preflight import unserved_reason
 from .run.progress import CaseProgress
 from .run.runner import ScenarioResult, TriggerError, expectation_problem, run_scenario
 
@@ -71,10 +72,6 @@ def _workers(session: pytest.Session) -> int:
     """kind worker nodes the selected cases need (node drain needs somewhere to go)."""
     cases = [p.get("drain_case") for p in _selected_params(session)]
     return max([0] + [c.scenario.workers for c in cases if isinstance(c, Case)])
-
-
-#: what the preflight asks for each kind of batch (preflight.py)
-KIND_ENDPOINTS = {"http": "GET /?sleep=0", "stream": "GET /stream", "websocket": "/ws echo"}
 
 
 def _batch_kinds(session: pytest.Session, profile: str) -> set[str]:
@@ -184,32 +181,36 @@ def _drain_preflight(
     left behind) and the evidence writers still run. Exit code 4 (usage error) when it is
     ``--app-image``'s fault, as for its other checks; 1 when the platform's (queue-proxy,
     Docker, the cluster, its ingress) or a fixture app's. The streaming and websocket
-    endpoints are asked too when a selected case uses them.
+    endpoints are asked too when a selected case uses them: an --app-image that does not
+    serve one has its scenarios skipped (unless --app-strict).
     """
-    from .run.preflight import check_cluster, check_local, session_line
+    from .run.preflight import check_cluster, check_local, done_line, session_line
 
     config = request.config
     custom = drain_options.app_image is not None
     apps = ["custom"] if custom else _apps(request.session)
     kinds = _batch_kinds(request.session, drain_options.profile)
+    # an app team's image is judged on what it serves; --app-strict and fixture apps: all
+    optional = frozenset(kinds - {"http"} if custom and not drain_options.app_strict else ())
     check = check_local if drain_options.platform == "local" else check_cluster
     started = time.monotonic()
     image = drain_options.app_image if custom else None
     pool = concurrent.futures.ThreadPoolExecutor(len(apps) or 1, "drain-preflight")
     try:
-        found = list(pool.map(lambda app: check(drain_platform, app, image, kinds), apps))
+        found = list(
+            pool.map(lambda app: check(drain_platform, app, image, kinds, optional=optional), apps)
+        )
     finally:  # a signal does not wait for the checks: the platform's close removes their pods
         pool.shutdown(wait=False, cancel_futures=True)
-    for problem in found:  # the first in app order: the same line on every run
-        if problem is not None:
-            line = session_line(problem, custom, drain_options.platform)
-            config.stash[plugin.REPORT_KEY].environment["preflight"] = f"failed: {line}"
-            usage = custom and problem.culprit == "app"
-            pytest.exit(line, returncode=pytest.ExitCode.USAGE_ERROR if usage else 1)
-    took = time.monotonic() - started
-    asked = ", ".join(KIND_ENDPOINTS[k] for k in ("http", *sorted(set(kinds) - {"http"})))
+    for problem in [c.problem for c in found if c.problem is not None][:1]:  # app order
+        line = session_line(problem, custom, drain_options.platform, drain_options.app_strict)
+        config.stash[plugin.REPORT_KEY].environment["preflight"] = f"failed: {line}"
+        usage = custom and problem.culprit == "app"
+        pytest.exit(line, returncode=pytest.ExitCode.USAGE_ERROR if usage else 1)
+    unserved = {k: d for checked in found for k, d in checked.unsupported.items()}
+    config.stash[plugin.UNSERVED_KEY] = unserved
     through = "queue-proxy" if drain_options.platform == "local" else "the ingress"
-    done = f"{', '.join(apps)} served {asked} through {through} ({took:.1f} s)"
+    done = done_line(apps, kinds, unserved, through, time.monotonic() - started)
     config.stash[plugin.REPORT_KEY].environment["preflight"] = done
     _say(config, f"contract preflight: {done}")
 
@@ -245,6 +246,7 @@ def _scheduled_cases(session: pytest.Session, options: DrainOptions) -> list[tup
             and "drain" in getattr(item, "fixturenames", ())
             and not item.get_closest_marker("skip")
             and options.platform in case.platforms
+            and unserved_reason(session.config.stash.get(plugin.UNSERVED_KEY, {}), case) is None
         ):
             out.append((item.nodeid, case))
     return out
@@ -266,7 +268,7 @@ def _check_capacity(
 ) -> None:
     """Put the cluster's free CPU (in revision pods) in the report; say when ``workers``
     cases at once cannot all be scheduled (their pods would wait Pending)."""
-    from .platforms.cluster.capacity import fitting_cases
+    from .platforms.cluster.capacity import too_many
 
     try:
         capacity = platform.capacity()
@@ -274,16 +276,10 @@ def _check_capacity(
         _say(config, f"cluster capacity not read: {exc}")
         return
     peak = max([2 * c.scenario.scale for c in cases] or [2])  # old and new pods at a delete
-    fit = fitting_cases(capacity, peak)
-    environment["cluster_capacity"] = {**capacity.to_dict(), "cases_that_fit": fit}
-    if workers > fit:
-        _say(
-            config,
-            f"--drain-concurrency: {workers} cases at once, but the cluster's nodes have "
-            f"{capacity.unrequested_m}m CPU unrequested: {capacity.pods} revision pods of "
-            f"{capacity.pod_request_m}m, {fit} case(s) of up to {peak} pods; the rest will "
-            "wait Pending (Insufficient cpu) and a late trigger makes a run inconclusive",
-        )
+    figures, warning = too_many(capacity, peak, workers)
+    environment["cluster_capacity"] = figures
+    if warning:
+        _say(config, warning)
 
 
 @pytest.fixture(scope="session")
@@ -411,6 +407,10 @@ class Drain:
         if self.options.platform not in case.platforms:
             plugin.suite_skip(self.config, self.nodeid)
             pytest.skip(f"{case.id} cannot run on --platform={self.options.platform}")
+        unserved = unserved_reason(self.config.stash.get(plugin.UNSERVED_KEY, {}), case)
+        if unserved:
+            plugin.suite_skip(self.config, self.nodeid)
+            pytest.skip(unserved)
         skip = failure = ""
         try:
             result = self._result(case)

@@ -8,7 +8,6 @@ them and only add ini keys for them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,14 @@ OPTIONS: tuple[tuple[str, str | None, str, Any], ...] = (
         "--app-image",
         "Your own app image to judge (serves the fixture contract).",
         None,
+    ),
+    (
+        "app_strict",
+        "--app-strict",
+        "With --app-image: refuse an image that does not serve every endpoint the selected "
+        "scenarios use (certification runs). Without it, scenarios whose endpoint the image "
+        "does not serve (GET /stream, the /ws echo) are skipped, each saying why.",
+        False,
     ),
     ("drain_report", "--drain-report", "Write the JSON drain report (and .md) to this path.", None),
     (
@@ -154,6 +161,8 @@ class DrainOptions:
     keep: bool
     app_image: str | None
     drain_report: Path | None
+    #: --app-strict: an --app-image must serve every endpoint the selected scenarios use
+    app_strict: bool = False
     allow_cluster_config: bool = False
     knative_manifests_dir: Path | None = None
     #: --ingress-port as given; None: kind maps to DEFAULT_INGRESS_PORT, existing reads the
@@ -246,6 +255,7 @@ def resolve_options(config: pytest.Config) -> DrainOptions:
         context=context,
         keep=bool(_raw(config, "keep_cluster")),
         app_image=_app_image(config),
+        app_strict=_app_strict(config),
         drain_report=_drain_report(str(report)) if report else None,
         allow_cluster_config=bool(_raw(config, "allow_cluster_config")),
         knative_manifests_dir=_manifests_dir(config),
@@ -435,6 +445,16 @@ def _choice(
     return value
 
 
+def _app_strict(config: pytest.Config) -> bool:
+    strict = bool(_raw(config, "app_strict"))
+    if strict and not _raw(config, "app_image"):
+        raise pytest.UsageError(
+            "--app-strict (ini key 'app_strict') judges your own image: give --app-image=IMAGE "
+            "too (the fixture apps always serve every endpoint)"
+        )
+    return strict
+
+
 def _app_image(config: pytest.Config) -> str | None:
     value = _raw(config, "app_image")
     if value is None:
@@ -498,52 +518,15 @@ def check_evidence_paths(config: pytest.Config) -> None:
         output_dir("--alluredir", str(alluredir))
 
 
-def _kubeconfig_contexts(source: str) -> tuple[list[str], str | None]:
-    """(context names, current context) of a kubeconfig, merged as the kubernetes client does."""
-    from kubernetes.config.kube_config import KubeConfigMerger
-
-    merged = KubeConfigMerger(source).config
-    value = merged.value if merged is not None else None
-    if not isinstance(value, dict):
-        raise ValueError("no kubeconfig document in it")
-    contexts = [getattr(c, "value", c) for c in value.get("contexts") or []]  # ConfigNodes
-    names = [str(c["name"]) for c in contexts if isinstance(c, dict) and c.get("name")]
-    current = value.get("current-context")
-    return names, str(current) if current else None
-
-
 def _check_cluster_access(kubeconfig: Path | None, context: str | None, platform: str) -> None:
     """``--platform=existing``: the kubeconfig is there and holds the context (no network)."""
     if platform != "existing":
         if platform == "kind" and kubeconfig is not None:  # kind writes it at create
             output_file("--kubeconfig", str(kubeconfig))
         return
-    source = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or "~/.kube/config"
-    where = f"--kubeconfig={kubeconfig}" if kubeconfig else f"the default kubeconfig ({source})"
-    files = [Path(p).expanduser() for p in source.split(os.pathsep) if p]
-    if not any(f.is_file() for f in files):
-        raise pytest.UsageError(
-            f"--platform=existing: {where}: no such file; give the kubeconfig of the cluster "
-            "with --kubeconfig=PATH (or ini key 'kubeconfig')"
-        )
+    from .platforms.cluster.kubeconfig import KubeconfigError, check_kubeconfig
+
     try:
-        names, current = _kubeconfig_contexts(source)
-    except Exception as exc:  # noqa: BLE001  (whatever the file is, it is not a kubeconfig)
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise pytest.UsageError(
-            f"--platform=existing: {where} is not a readable kubeconfig ({detail})"
-        ) from None
-    if not names:
-        raise pytest.UsageError(
-            f"--platform=existing: {where} is not a readable kubeconfig (no contexts in it)"
-        )
-    listed = ", ".join(names)
-    if context is not None and context not in names:
-        raise pytest.UsageError(
-            f"--context={context}: no such context in {where}; contexts there: {listed}"
-        )
-    if context is None and (current is None or current not in names):
-        raise pytest.UsageError(
-            f"--platform=existing: {where} has no usable current-context "
-            f"({current or 'none set'}); give --context, one of: {listed}"
-        )
+        check_kubeconfig(kubeconfig, context)
+    except KubeconfigError as exc:
+        raise pytest.UsageError(str(exc)) from None

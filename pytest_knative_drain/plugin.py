@@ -36,6 +36,8 @@ SESSION_END_ERRORS_KEY = pytest.StashKey[list[str]]()
 SIGNAL_GUARD_KEY = pytest.StashKey[SignalGuard | None]()
 #: the session's case progress (one line per finished case), set by the case pool fixture
 PROGRESS_KEY = pytest.StashKey[CaseProgress]()
+#: kinds of load (stream, websocket) an --app-image does not serve -> what it did instead
+UNSERVED_KEY = pytest.StashKey[dict[str, str]]()
 #: --drain-bundle: the session's record and the bundle writer
 BUNDLE_KEY = pytest.StashKey["BundleRecorder"]()
 

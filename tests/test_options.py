@@ -56,6 +56,7 @@ BAD: dict[str, Bad] = {
     ),
     "profile": Bad("long", ("quick, seed",)),
     "app_image": Bad("me/MyApp:1", ("lowercase", "registry.example.com/team/app:1")),
+    "app_strict": Bad("maybe", ("true or false",), switch=True),
     "drain_report": Bad("test_needs_platform.py/sub/run.json", ("is a file",)),
     "drain_bundle": Bad("test_needs_platform.py", ("is a file; give a directory path",)),
     "product": Bad("kc", ("fields missing or empty: vendor, name",), ("--drain-bundle=b",)),
@@ -194,6 +195,12 @@ def test_an_incomplete_manifests_dir_names_what_is_missing(inner: pytest.Pyteste
     )
 
 
+def test_app_strict_needs_an_app_image(inner: pytest.Pytester) -> None:
+    result = inner.runpytest("--platform=local", "--app-strict")
+    line = _assert_usage_error(result, inner.path, "--app-strict", ("give --app-image=IMAGE",))
+    assert "fixture apps always serve every endpoint" in line
+
+
 def test_good_values_pass_configure(inner: pytest.Pytester) -> None:
     """Paths that do not exist yet but can be made, a kubeconfig context, an image reference."""
     manifests = inner.mkdir("manifests")
@@ -205,6 +212,7 @@ def test_good_values_pass_configure(inner: pytest.Pytester) -> None:
         "--kubeconfig=kc",
         "--context=ctx-b",
         "--app-image=localhost:5000/team/app-1:v1.2",
+        "--app-strict",
         "--drain-report=new/deeper/run.json",
         "--junitxml=new/junit/j.xml",
         "--alluredir=new/allure",

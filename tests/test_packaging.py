@@ -36,7 +36,7 @@ PLATFORM = ("--platform=local", "--knative-version=1.14")
 # not slow: requests end inside the 30 s quiet period (the internal-tls twin left out)
 ONE_CASE = "pod_delete_short and go_shutdown and not internal_tls"
 SUITE_FILES = {f"test_{f}.py" for f in ("activator", "node_drain", "pod_delete", "rollout")}
-SUITE_FILES |= {"test_scale_down.py", "__init__.py"}
+SUITE_FILES |= {"test_scale_down.py", "test_container_restart.py", "__init__.py"}
 APP = "go-shutdown"
 
 

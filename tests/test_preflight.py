@@ -8,6 +8,7 @@ no test run, and no container left.
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -23,10 +24,12 @@ DOCKERFILES = {
     "exits": bad_images.EXITS,
     "wrong-body": bad_images.WRONG_BODY,
     "no-cmd": "LABEL knative-drain.test=no-command",  # the base image has no CMD
-    # serves GET /?sleep=<ms> and nothing else: every path gets "slept 0 ms on x"
+    # serves GET /?sleep=<ms> and nothing else: every path gets "slept 0 ms on x"; exits on SIGTERM
     "no-stream": "\n".join(
         [
-            "RUN printf '%s\\n' 'import http.server as h' 'class H(h.BaseHTTPRequestHandler):'"
+            "RUN printf '%s\\n' 'import http.server as h, signal, sys'"
+            " 'signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))'"
+            " 'class H(h.BaseHTTPRequestHandler):'"
             " '    def do_GET(self):' '        b = b\"slept 0 ms on x\\n\"'"
             " '        self.send_response(200)'"
             " '        self.send_header(\"Content-Length\", str(len(b)))'"
@@ -70,6 +73,7 @@ def images():
                 "GET /stream?duration=1000&interval=250 through queue-proxy answered 200, "
                 "last line 'slept 0 ms on x', not a chunked body ending 'stream complete: ...'",
                 "or deselect the scenarios that use it",
+                "! _pytest.outcomes.Exit: --app-strict: --app-image=",
             ),
         ),
     ],
@@ -87,6 +91,9 @@ def test_an_unusable_app_image_ends_the_session_once(pytester, images, image, sa
             "--platform=local",
             "--knative-version=1.14",
             f"--app-image={ref}",
+            # an image that serves GET /?sleep= only is refused under --app-strict (a
+            # certification run); without it see test_an_image_is_judged_on_what_it_serves
+            *(["--app-strict"] if image == "no-stream" else []),
         ],
         stdin=None,
     )
@@ -108,3 +115,36 @@ def test_an_unusable_app_image_ends_the_session_once(pytester, images, image, sa
         assert part in lines[0], lines[0]
     assert "no tests ran" in text, text  # before any case
     assert "Traceback" not in text, text
+
+
+def test_an_image_is_judged_on_what_it_serves(pytester, images):
+    """Without --app-strict, an image that serves the sleep contract but no /stream runs its
+    HTTP scenarios and skips the streaming ones, each saying why (issue 20, item 6)."""
+    pytester.makepyfile(test_inner=textwrap.dedent(INNER))
+    ref = images["no-stream"]
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--platform=local",
+        "--knative-version=1.14",
+        f"--app-image={ref}",
+        "-k",
+        "(pod-delete-short and not internal-tls) or streaming-long",
+        "-rs",
+        "--drain-report=run.json",
+        timeout=600,
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == 0, text
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 1, text  # pod-delete-short: answered at once
+    assert outcomes.get("skipped", 0) >= 3, text  # streaming-long and its configs
+    said = json.loads((pytester.path / "run.json").read_text())["environment"]["preflight"]
+    assert said.startswith("custom served GET /?sleep=0 through queue-proxy"), said
+    assert "not served, their scenarios skipped (--app-strict refuses such an image)" in said
+    skips = [line for line in text.splitlines() if line.startswith("SKIPPED")]
+    assert skips and all(
+        "the --app-image does not serve GET /stream" in line and "streaming-long" in line
+        for line in skips
+    ), skips
+    assert "Traceback" not in text

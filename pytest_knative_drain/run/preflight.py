@@ -12,8 +12,9 @@ the ingress, so the route is checked too.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
@@ -27,6 +28,9 @@ from ..platforms.cluster.knative_pod import READY_TIMEOUT_S as CLUSTER_READY_TIM
 from ..platforms.local import READY_TIMEOUT_S, LocalPlatform, LocalPlatformError, PodStartError
 from ..platforms.pod import InfrastructureError
 from ..platforms.serving_platform import ServingPlatform
+
+if TYPE_CHECKING:
+    from ..matrix.cases import Case
 
 CONTRACT_PATH = "/?sleep=0"
 CONTRACT_BODY = "slept"  # what the runner's load engine expects in every answer (expect_body)
@@ -49,6 +53,20 @@ ROUTE_SETTLE_S = 30.0
 ROUTING = ("answered 404 ", "answered 503 ")
 
 
+#: what the preflight asks for each kind of load, in its lines
+KIND_ENDPOINTS = {"http": "GET /?sleep=0", "stream": "GET /stream", "websocket": "/ws echo"}
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the preflight found for one app: the problem that ends the session, if any,
+    and the endpoints of ``optional`` kinds the app does not serve (kind -> what it did):
+    their scenarios are skipped."""
+
+    problem: ContractProblem | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ContractProblem:
     """Why an app cannot be measured; ``culprit`` says whose it is: the app's image
@@ -60,17 +78,19 @@ class ContractProblem:
     detail: str
 
 
-def ask(
+def ask_each(
     url: str, headers: dict[str, str], kinds: Iterable[str], where: str
-) -> tuple[str, str] | None:
-    """(culprit, detail) of the first endpoint of ``kinds`` that breaks the contract.
+) -> dict[str, tuple[str, str]]:
+    """Every endpoint of ``kinds`` that breaks the contract: kind -> (culprit, detail).
 
     ``http``: ``GET /?sleep=0``; ``stream``: a 1 s ``/stream`` whose body ends
-    ``stream complete``; ``websocket``: ``/ws`` echoes one message. No answer at all is
-    ``no_answer``'s culprit's: the app's behind a local queue-proxy, the platform's (its
-    ingress) on a cluster. ``where`` names the path the request took, for the message.
+    ``stream complete``; ``websocket``: ``/ws`` echoes one message. The HTTP contract first;
+    nothing else is asked when it fails. No answer at all is culprit "no answer": the app's
+    behind a local queue-proxy, the platform's (its ingress) on a cluster. ``where`` names
+    the path the request took, for the message.
     """
     host = headers.get("Host")
+    failed: dict[str, tuple[str, str]] = {}
     for kind in ("http", *sorted(set(kinds) - {"http"})):
         path = {"http": CONTRACT_PATH, "stream": STREAM_PATH, "websocket": WS_PATH}[kind]
         said = f"GET {path}" + (f" with Host {host}" if host else "") + f" through {where}"
@@ -80,10 +100,14 @@ def ask(
             else:
                 detail = _http(url + path, headers, kind)
         except (requests.RequestException, OSError, WebSocketException) as exc:
-            return "no answer", f"{said} got no answer ({type(exc).__name__}: {exc})"[:400]
-        if detail is not None:
-            return "app", f"{said} {detail}"
-    return None
+            why = f"{said} got no answer ({type(exc).__name__}: {exc})"
+            failed[kind] = ("no answer", why[:400])
+        else:
+            if detail is not None:
+                failed[kind] = ("app", f"{said} {detail}")
+        if "http" in failed:
+            break
+    return failed
 
 
 def _http(url: str, headers: dict[str, str], kind: str) -> str | None:
@@ -129,12 +153,14 @@ def check_local(
     image: str | None,
     kinds: Iterable[str] = ("http",),
     ready_timeout_s: float = READY_TIMEOUT_S,
-) -> ContractProblem | None:
-    """Start one pod of ``app`` (or ``image``), ask it the contract, remove it."""
+    optional: frozenset[str] = frozenset(),
+) -> Checked:
+    """Start one pod of ``app`` (or ``image``), ask it the contract, remove it. An endpoint
+    of an ``optional`` kind the app does not serve is recorded, not a problem."""
     pod = platform.pod(app, image, timeout_seconds=30)
 
-    def problem(culprit: str, detail: str) -> ContractProblem:
-        return ContractProblem(app, pod.app_image, culprit, detail)
+    def problem(culprit: str, detail: str) -> Checked:
+        return Checked(ContractProblem(app, pod.app_image, culprit, detail))
 
     try:
         try:
@@ -143,12 +169,13 @@ def check_local(
             return problem("app" if exc.role == "user-container" else "platform", str(exc))
         except (InfrastructureError, LocalPlatformError) as exc:
             return problem("platform", str(exc))
-        found = ask(pod.url, {}, kinds, "queue-proxy")
-        if found is None:
-            return None
-        culprit, detail = found
-        culprit = "app" if culprit == "no answer" else culprit
-        return problem(culprit, f"{detail}; user-container: {pod.state('user-container')}")
+        found = ask_each(pod.url, {}, kinds, "queue-proxy")
+        found = {k: ("app", d) for k, (_c, d) in found.items()}  # no answer here: the app's
+
+        def with_state(culprit: str, detail: str) -> Checked:
+            return problem(culprit, f"{detail}; user-container: {pod.state('user-container')}")
+
+        return _checked(found, optional, with_state)
     finally:
         pod.remove()
 
@@ -159,17 +186,18 @@ def check_cluster(
     image: str | None,
     kinds: Iterable[str] = ("http",),
     ready_timeout_s: float = CLUSTER_READY_TIMEOUT_S,
-) -> ContractProblem | None:
+    optional: frozenset[str] = frozenset(),
+) -> Checked:
     """Start one Knative Service of ``app`` (or ``image``), ask it the contract through the
-    ingress, remove its namespace."""
+    ingress, remove its namespace. ``optional``: as :func:`check_local`."""
     try:
         pod = platform.pod(app, image, timeout_seconds=30)
     except ClusterError as exc:
-        return ContractProblem(app, image or "?", "platform", str(exc))
+        return Checked(ContractProblem(app, image or "?", "platform", str(exc)))
     pod.ready_timeout_s = ready_timeout_s
 
-    def problem(culprit: str, detail: str) -> ContractProblem:
-        return ContractProblem(app, pod.spec.image, culprit, detail)
+    def problem(culprit: str, detail: str) -> Checked:
+        return Checked(ContractProblem(app, pod.spec.image, culprit, detail))
 
     try:
         try:
@@ -183,32 +211,72 @@ def check_cluster(
         @retry(  # the route settling: infrastructure, asked again; nothing measured here
             stop=stop_after_delay(ROUTE_SETTLE_S),
             wait=wait_fixed(2),
-            retry=retry_if_result(lambda found: found is not None and _routing(found[1])),
+            retry=retry_if_result(lambda found: any(_routing(d) for _c, d in found.values())),
             retry_error_callback=lambda state: state.outcome.result(),
         )
-        def asked() -> tuple[str, str] | None:
-            return ask(pod.url, pod.headers, kinds, where)
+        def asked() -> dict[str, tuple[str, str]]:
+            return ask_each(pod.url, pod.headers, kinds, where)
 
-        found = asked()
-        if found is None:
-            return None
-        culprit, detail = found
-        return problem("platform" if culprit == "no answer" else culprit, detail)
+        # no answer through the ingress: the platform's
+        found = {k: ("platform" if c == "no answer" else c, d) for k, (c, d) in asked().items()}
+        return _checked(found, optional, problem)
     finally:
         pod.remove()
+
+
+def _checked(
+    found: dict[str, tuple[str, str]],
+    optional: frozenset[str],
+    problem: Callable[[str, str], Checked],
+) -> Checked:
+    """The first failure that ends the session (any of a required kind, or the platform's),
+    else the optional kinds the app does not serve."""
+    for kind, (culprit, detail) in found.items():
+        if kind not in optional or culprit != "app":
+            return problem(culprit, detail)
+    return Checked(unsupported={k: d for k, (_c, d) in found.items()})
+
+
+def done_line(
+    apps: list[str], kinds: Iterable[str], unserved: dict[str, str], through: str, took_s: float
+) -> str:
+    """The preflight's line once every app passed: what each served, and what not."""
+    served = [k for k in ("http", *sorted(set(kinds) - {"http"})) if k not in unserved]
+    asked = ", ".join(KIND_ENDPOINTS[k] for k in served)
+    done = f"{', '.join(apps)} served {asked} through {through} ({took_s:.1f} s)"
+    if unserved:
+        done += "; not served, their scenarios skipped (--app-strict refuses such an image): "
+        done += "; ".join(unserved.values())
+    return done
+
+
+def unserved_reason(unserved: dict[str, str], case: Case) -> str | None:
+    """Why ``case`` is skipped: a kind of load it sends that the --app-image does not serve
+    (``unserved``: kind -> what the image did instead), else None."""
+    for kind in sorted({b.kind for plan in case.scenario.plans.values() for b in plan.batches}):
+        if kind in unserved:
+            return (
+                f"{case.id}: the --app-image does not serve {KIND_ENDPOINTS[kind]} "
+                f"({unserved[kind]}); --app-strict refuses such an image instead"
+            )
+    return None
 
 
 def _routing(detail: str) -> bool:
     return any(answer in detail for answer in ROUTING)
 
 
-def session_line(problem: ContractProblem, custom: bool, platform: str) -> str:
+def session_line(
+    problem: ContractProblem, custom: bool, platform: str, strict: bool = False
+) -> str:
     """The one line that ends the session: the option (or fixture app) and what it did."""
     if problem.culprit == "app" and custom:
         long_lived = STREAM_PATH.split("?")[0] in problem.detail or WS_PATH in problem.detail
-        return f"--app-image={problem.image}: {problem.detail}; the app must serve: " + (
+        flag = "--app-strict: " if strict and long_lived else ""
+        return f"{flag}--app-image={problem.image}: {problem.detail}; the app must serve: " + (
             f"{LONG_LIVED_CONTRACT}, or deselect the scenarios that use it "
-            "(-k 'not streaming_long and not websocket_long')"
+            "(-k 'not streaming_long and not websocket_long'), or leave out --app-strict "
+            "(they are then skipped, saying why)"
             if long_lived
             else CONTRACT
         )

@@ -92,6 +92,21 @@ def _schedulable(node: k8s.V1Node) -> bool:
     )
 
 
+def too_many(capacity: Capacity, peak: int, workers: int) -> tuple[dict[str, Any], str | None]:
+    """(the report's figures, what to say when ``workers`` cases of up to ``peak`` revision
+    pods each cannot all be scheduled at once, else None)."""
+    fit = fitting_cases(capacity, peak)
+    figures = {**capacity.to_dict(), "cases_that_fit": fit}
+    if workers <= fit:
+        return figures, None
+    return figures, (
+        f"--drain-concurrency: {workers} cases at once, but the cluster's nodes have "
+        f"{capacity.unrequested_m}m CPU unrequested: {capacity.pods} revision pods of "
+        f"{capacity.pod_request_m}m, {fit} case(s) of up to {peak} pods; the rest will "
+        "wait Pending (Insufficient cpu) and a late trigger makes a run inconclusive"
+    )
+
+
 def fitting_cases(capacity: Capacity, pods_per_case: int) -> int:
     """Cases whose pods (at their peak: old and new during a rollout or a delete) fit."""
     return max(1, capacity.pods // max(pods_per_case, 1))

@@ -27,6 +27,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ...matrix.scenarios import Trigger
 from ..pod import InfrastructureError, PodEvent, Termination
+from . import restart_watch
 from . import triggers as cluster_triggers
 from .api import (
     API_ERRORS,
@@ -409,22 +410,13 @@ class KnativePod:
 
     def _wait_ready_again(self, limit: float) -> Termination:
         """After a container restart: wait until the pod is Ready with its new user
-        container, and put "ready again" on the timeline when it became so (the last
-        'ready' after the new start, or the start itself if the pod never went NotReady).
-        Not Ready in time is said as "not ready again", for the verdict to judge."""
+        container; "ready again" (or "not ready again") goes on the timeline."""
         assert self.termination is not None and self._watch is not None and self.name
         t0, name, watch = self.termination.t0_mono, self.name, self._watch
 
-        def after_restart() -> list[PodEvent]:
-            return [e for e in watch.events if e.pod == name and e.mono >= t0]
-
         def check() -> str | None:
             self.raise_fault()
-            events = after_restart()
-            if not any(e.name == "started user-container" for e in events):
-                return "user-container not restarted yet"
-            pod = watch.last(name)
-            return None if pod is not None and pod_ready(pod) else "pod not Ready yet"
+            return restart_watch.still_missing(watch, name, t0)
 
         try:
             wait_until(
@@ -436,22 +428,14 @@ class KnativePod:
             )
         except ClusterError as exc:  # the verdict says it; a fault has raised already
             self.event("not ready again", str(exc))
-        events = after_restart()
-        started = next((e for e in events if e.name == "started user-container"), None)
-        if started is not None and not any(e.name == "not ready again" for e in self.events):
-            readies = [e.mono for e in events if e.name == "ready"]
-            at = max([started.mono, *readies])
-            self._own_events.append(
-                PodEvent(name, "ready again", at, started.wall + at - started.mono, "pod Ready")
-            )
-        exits = [e for e in events if e.name == "user-container exited"]
+        end = restart_watch.read_end(watch, name, t0)
+        if end.ready_again is not None and not any(
+            e.name == "not ready again" for e in self._own_events
+        ):
+            self._own_events.append(end.ready_again)
         self.termination.pods = [name]
-        self.termination.gone_mono = exits[0].mono if exits else None
-        self.termination.killed = (
-            ["user-container"]
-            if any(e.detail.startswith(f"exit code {SIGKILL_EXIT}") for e in exits)
-            else []
-        )
+        self.termination.gone_mono = end.exited.mono if end.exited is not None else None
+        self.termination.killed = ["user-container"] if end.killed else []
         return self.termination
 
     def _wait_gone(self, watch: PodWatch, name: str, timeout_s: float) -> bool:

@@ -15,15 +15,14 @@ A pod whose container is removed by someone else, or whose Docker engine goes aw
 connection on kill/wait/inspect), never judged as the app's draining.
 
 This module owns the pod's containers, its timeline and its faults; the termination
-sequence is kubelet.py, the platform that makes pods platform.py.
+sequence is kubelet.py (a deletion, or a restart of the user container), the engine's
+exit times and removals containers.py, the platform that makes pods platform.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import re
 import threading
 import time
 import urllib.error
@@ -38,7 +37,6 @@ import requests
 from docker.models.containers import Container
 from tenacity import (
     RetryError,
-    Retrying,
     retry,
     retry_if_exception_type,
     stop_after_delay,
@@ -48,6 +46,7 @@ from tenacity import (
 from ...knative import internal_tls, queue_env
 from ...matrix.scenarios import Trigger
 from ..pod import InfrastructureError, PodEvent, Termination
+from .containers import engine_time, remove_container
 from .kubelet import DRAIN_PATH, QUEUE_ADMIN_PORT, Kubelet
 from .kubelet import error_line as _line
 
@@ -191,7 +190,7 @@ class LocalPod:
         with contextlib.suppress(Exception):  # no FinishedAt: the answer's time stands
             container = self._containers[role]
             container.reload()
-            finished = _engine_time(container.attrs["State"]["FinishedAt"])
+            finished = engine_time(container.attrs["State"]["FinishedAt"])
             if finished is not None:
                 ago = min(max(time.time() - finished, 0.0), time.monotonic() - since_mono)
         self.event(f"{role} exited", detail, ago_s=max(ago, 0.0))
@@ -541,28 +540,4 @@ class LocalPod:
         for container in doomed:
             if container is not None:
                 with contextlib.suppress(docker.errors.APIError, RetryError):
-                    _remove_container(container, deadline)
-
-
-_ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
-
-
-def _engine_time(text: str) -> float | None:
-    """Docker's RFC 3339 time with nanoseconds ("2026-12-01T07:20:01.123456789Z") as epoch
-    seconds; None for its zero time or anything else."""
-    found = _ENGINE_TIME.fullmatch(text or "")
-    if found is None or text.startswith("0001-"):
-        return None
-    zone = "+00:00" if found.group(3) == "Z" else found.group(3)
-    base = datetime.datetime.fromisoformat(found.group(1) + zone).timestamp()
-    return base + float(found.group(2) or 0.0)
-
-
-def _remove_container(container: Container, deadline: float) -> None:
-    """Force-remove, retried while the engine does not answer (restarting) until ``deadline``."""
-    retrying = Retrying(
-        stop=lambda _state: time.monotonic() >= deadline,
-        wait=wait_fixed(0.5),
-        retry=retry_if_exception_type(requests.exceptions.ConnectionError),
-    )
-    retrying(container.remove, force=True)
+                    remove_container(container, deadline)
