@@ -3,6 +3,7 @@ tests that check the verdict against what a real run recorded."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,12 @@ EVIDENCE = Path(__file__).resolve().parents[1] / "evidence"
 
 
 def case(path: str, scenario: str, config: str, app: str) -> dict[str, Any]:
-    """The one scenario entry of ``evidence/<path>`` for scenario x config x app."""
-    report = json.loads((EVIDENCE / path).read_text())
+    """The one scenario entry of ``evidence/<path>`` (or its ``.gz``) for scenario x config
+    x app."""
+    where = EVIDENCE / path
+    gz = where.with_name(where.name + ".gz")
+    text = gzip.decompress(gz.read_bytes()).decode() if gz.is_file() else where.read_text()
+    report = json.loads(text)
     [found] = [
         s
         for s in report["scenarios"]

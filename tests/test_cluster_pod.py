@@ -285,6 +285,27 @@ def test_a_restarted_container_reads_as_on_the_local_platform() -> None:
     assert back == [("started user-container", "restartCount 1")]
 
 
+def test_a_pod_deleted_before_its_containers_ran_was_not_sigkilled() -> None:
+    """kind, Knative 1.10.4, rollout-long, go-shutdown (2026-12-08): the old revision's
+    Deployment made and deleted pods while the rollout went on; two were deleted while
+    Pending and kubelet reported their containers 137 (ContainerStatusUnknown). The run read
+    that as a SIGKILL at the end of the grace period and failed a drain-clean app that kept
+    all 50 requests. Only a kill at the end of a grace period counts."""
+    import evidence_reports
+
+    from pytest_knative_drain.platforms.cluster.pod_watch import sigkilled
+
+    report = "2026-12-08-kind-matrix/1.10/kind/drain-report.json"
+    entry = evidence_reports.case(report, "rollout-long", "default", "go-shutdown")
+    exits = [e for e in evidence_reports.events(entry) if e.name.endswith(" exited")]
+    unknown = [e for e in exits if "(ContainerStatusUnknown)" in e.detail]
+    assert len(unknown) == 4 and entry["summary"]["ok"] == entry["summary"]["planned"] == 50
+    assert [e for e in exits if sigkilled(e.detail)] == []
+    assert sigkilled("exit code 137 (Error) after SIGKILL, finishedAt 01:02:03")
+    assert not sigkilled("exit code 137 (OOMKilled), finishedAt 01:02:03")
+    assert not sigkilled("exit code 0 (Completed), finishedAt 01:02:03")
+
+
 # -- log followers ------------------------------------------------------------------------
 # A kube-apiserver with no kubelet cannot serve a container log (it proxies log reads to
 # the node's kubelet), so a stream that delivers lines is not exercised here: these tests

@@ -45,7 +45,7 @@ from .changes import Namespaces
 from .faults import FAULT_POLL_S, FaultWatch, NodeProbe, raise_if_hopeless, unreachable
 from .ksvc import FAIL_LIVENESS_PATH, KsvcSpec, render_ksvc
 from .pod_logs import NORMAL_ENDS, LogFollower
-from .pod_watch import SIGKILL_EXIT, PodWatch, pod_ready
+from .pod_watch import PodWatch, pod_ready, sigkilled
 
 SERVICE_LABEL = "serving.knative.dev/service"
 CONTAINERS = ("queue-proxy", "user-container")
@@ -401,9 +401,7 @@ class KnativePod:
             {
                 e.name.rsplit(" ", 1)[0]
                 for e in events
-                if e.pod in names
-                and e.name.endswith(" exited")
-                and e.detail.startswith(f"exit code {SIGKILL_EXIT}")
+                if e.pod in names and e.name.endswith(" exited") and sigkilled(e.detail)
             }
         )
         return self.termination

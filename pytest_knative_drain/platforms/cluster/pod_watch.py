@@ -22,6 +22,18 @@ from ..pod import FINISHED_AT, PodEvent
 from .api import REQUEST_TIMEOUT, api_call, cluster_error, host_of
 
 SIGKILL_EXIT = 137  # 128 + 9: what kubelet reports for a container killed at grace end
+#: 137s that are no kill at the end of a grace period: the kernel's OOM killer, and a
+#: container that never ran (its pod deleted while Pending: kubelet cannot say how it ended;
+#: kind, 1.10.4, rollout-long 2026-12-08: two such pods made a drain-clean app "SIGKILLed")
+NOT_A_GRACE_KILL = ("OOMKilled", "ContainerStatusUnknown")
+
+
+def sigkilled(detail: str) -> bool:
+    """Whether an exit, as the watch words it ("exit code 137 (Error) after SIGKILL, ..."),
+    was a SIGKILL at the end of the grace period."""
+    if not detail.startswith(f"exit code {SIGKILL_EXIT}"):
+        return False
+    return not any(f"({reason})" in detail for reason in NOT_A_GRACE_KILL)
 
 
 def pod_ready(pod: k8s.V1Pod) -> bool:
@@ -48,7 +60,7 @@ def _container_states(pod: k8s.V1Pod) -> dict[str, tuple[str, str, bool]]:
 
 def _exit_detail(t: k8s.V1ContainerStateTerminated) -> str:
     detail = f"exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
-    if t.exit_code == SIGKILL_EXIT and t.reason != "OOMKilled":
+    if t.exit_code == SIGKILL_EXIT and t.reason not in NOT_A_GRACE_KILL:
         detail += " after SIGKILL"
     if t.finished_at is not None:
         detail += f", finishedAt {t.finished_at:%H:%M:%S}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..pod import PodEvent
-from .pod_watch import SIGKILL_EXIT, PodWatch, pod_ready
+from .pod_watch import PodWatch, pod_ready, sigkilled
 
 STARTED = "started user-container"
 
@@ -36,7 +36,7 @@ def read_end(watch: PodWatch, name: str, t0: float) -> RestartEnd:
     kubelet's readiness probe)."""
     events = _since(watch, name, t0)
     exits = [e for e in events if e.name == "user-container exited"]
-    killed = any(e.detail.startswith(f"exit code {SIGKILL_EXIT}") for e in exits)
+    killed = any(sigkilled(e.detail) for e in exits)
     started = next((e for e in events if e.name == STARTED), None)
     ready = None
     if started is not None and still_missing(watch, name, t0) is None:
