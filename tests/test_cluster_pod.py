@@ -283,6 +283,13 @@ def test_a_restarted_container_reads_as_on_the_local_platform() -> None:
     assert names == ["user-container exited", "user-container waiting"]
     back = pod_changes(backing_off, _with_user_container(1, running, last=True), "MODIFIED")
     assert back == [("started user-container", "restartCount 1")]
+    # kind, 1.10.4, go-exit: the new start reported before lastState says how the old ended
+    started = _with_user_container(1, running, last=False)
+    assert pod_changes(before, started, "MODIFIED") == [
+        ("started user-container", "restartCount 1")
+    ]
+    later = pod_changes(started, _with_user_container(1, running, last=True), "MODIFIED")
+    assert later == [("user-container exited", "exit code 0 (Completed), finishedAt 01:02:03")]
 
 
 def test_a_pod_deleted_before_its_containers_ran_was_not_sigkilled() -> None:

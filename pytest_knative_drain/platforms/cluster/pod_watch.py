@@ -78,20 +78,24 @@ def _restarts(pod: k8s.V1Pod) -> dict[str, tuple[int, str]]:
 
 def restart_changes(old: k8s.V1Pod, new: k8s.V1Pod) -> list[tuple[str, str]]:
     """A container kubelet restarted between two observations (a failed liveness probe):
-    its previous instance's exit (from lastState, unless already seen as the current state)
-    and, once the new instance runs, its start, in the local platform's words."""
+    its previous instance's exit, when lastState first shows it (unless already seen as the
+    current state; kubelet may report the new start before it), and, once the new instance
+    runs, its start, in the local platform's words."""
     changes: list[tuple[str, str]] = []
     before, now = _restarts(old), _restarts(new)
     was, state = _container_states(old), _container_states(new)
     for name, (count, last_exit) in sorted(now.items()):
-        if count <= 0:
-            continue
-        restarted = count > before.get(name, (count, ""))[0]
-        if restarted and last_exit and was.get(name, ("",))[0] != "exited":
+        prev_count, prev_exit = before.get(name, (count, last_exit))
+        if last_exit and last_exit != prev_exit and was.get(name, ("",))[0] != "exited":
             changes.append((f"{name} exited", last_exit))
         running_now = state.get(name, ("",))[0] == "running"
+        restarted = count > prev_count
         # its start: in the same observation, or after a wait (exited, back-off) seen before
-        if running_now and (restarted or was.get(name, ("",))[0] in ("exited", "waiting")):
+        if (
+            running_now
+            and count
+            and (restarted or was.get(name, ("",))[0] in ("exited", "waiting"))
+        ):
             changes.append((f"started {name}", f"restartCount {count}"))
     return changes
 
