@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -160,12 +161,10 @@ class KnativePod:
             self._raise_if_hopeless()
             return service_ready()
 
-        wait_until(
+        self._wait_until(
             ready_or_hopeless,
             f"Knative Service {self.namespace}/{self.spec.name} Ready",
-            timeout_s=self.ready_timeout_s,
-            progress=self.progress,
-            host=host_of(self.api),
+            self.ready_timeout_s,
         )
         self.name = self._find_pod()
         self.event("ready", f"pod {self.name}, host {self.host}")
@@ -219,13 +218,7 @@ class KnativePod:
             found.append(self._ready_pods[0])
             return None
 
-        wait_until(
-            check,
-            f"revision pod of {self.spec.name}",
-            timeout_s=timeout_s,
-            progress=self.progress,
-            host=host_of(self.api),
-        )
+        self._wait_until(check, f"revision pod of {self.spec.name}", timeout_s)
         return found[-1]
 
     @property
@@ -375,12 +368,10 @@ class KnativePod:
                 self.raise_fault()
                 return f"no pod with {SERVICE_LABEL}={self.spec.name} began terminating yet"
 
-            wait_until(
+            self._wait_until(
                 check,
                 f"a pod of {self.namespace}/{self.spec.name} to terminate after the trigger",
-                timeout_s=max(1.0, end - time.monotonic()),
-                progress=self.progress,
-                host=host_of(self.api),
+                max(1.0, end - time.monotonic()),
             )
             awaited = [(self._watch, name) for name in self._deleted_since(t0)]
         for watch, name in awaited:
@@ -406,6 +397,10 @@ class KnativePod:
         )
         return self.termination
 
+    def _wait_until(self, check: Callable[[], str | None], what: str, timeout_s: float) -> None:
+        """``wait_until`` with this case's progress line and API server."""
+        wait_until(check, what, timeout_s=timeout_s, progress=self.progress, host=host_of(self.api))
+
     def _wait_ready_again(self, limit: float) -> Termination:
         """After a container restart: wait until the pod is Ready with its new user
         container; "ready again" (or "not ready again") goes on the timeline."""
@@ -417,12 +412,10 @@ class KnativePod:
             return restart_watch.still_missing(watch, name, t0)
 
         try:
-            wait_until(
+            self._wait_until(
                 check,
                 f"pod {self.namespace}/{name} Ready again after its user-container restart",
-                timeout_s=limit,
-                progress=self.progress,
-                host=host_of(self.api),
+                limit,
             )
         except ClusterError as exc:  # the verdict says it; a fault has raised already
             self.event("not ready again", str(exc))
