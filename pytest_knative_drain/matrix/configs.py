@@ -86,7 +86,14 @@ CONFIGS: dict[str, KnativeConfig] = {
             "activator-in-path",
             "target-burst-capacity -1: every request passes the activator while the pod terminates",
             platforms=CLUSTER,
-            scenarios=("pod-delete-long", "second-batch-during-termination"),
+            # and the long-lived connections: does the activator carry them across a drain?
+            scenarios=(
+                "pod-delete-long",
+                "second-batch-during-termination",
+                "streaming-long",
+                "websocket-long",
+                "grpc-stream-long",
+            ),
             target_burst_capacity=-1,
         ),
         KnativeConfig(
@@ -94,7 +101,12 @@ CONFIGS: dict[str, KnativeConfig] = {
             "activator terminationGracePeriodSeconds 60 below max-revision-timeout-seconds "
             "600 (knative/serving#15211 cause): the activator is killed with requests in flight",
             platforms=CLUSTER,
-            scenarios=("activator-delete-long",),
+            scenarios=(
+                "activator-delete-long",
+                "activator-delete-streaming",
+                "activator-delete-websocket",
+                "activator-delete-grpc-stream",
+            ),
             config_maps={
                 "config-defaults": {
                     "max-revision-timeout-seconds": "600",

@@ -472,6 +472,34 @@ SCENARIOS: dict[str, Scenario] = {
             target_burst_capacity=-1,
             activator_replicas=2,
         ),
+        # the long-lived connections through an activator that is deleted (issue 20, item 4)
+        Scenario(
+            "activator-delete-streaming",
+            "an activator pod is deleted while chunked streams (a line a second, 75 s) pass "
+            "through it: every body complete",
+            _STREAMS,
+            trigger="activator-delete",
+            target_burst_capacity=-1,
+            activator_replicas=2,
+        ),
+        Scenario(
+            "activator-delete-websocket",
+            "an activator pod is deleted while websocket sessions pass through it: every "
+            "message answered, every session closed by the client at its end (150 s)",
+            _WEBSOCKETS,
+            trigger="activator-delete",
+            target_burst_capacity=-1,
+            activator_replicas=2,
+        ),
+        Scenario(
+            "activator-delete-grpc-stream",
+            "an activator pod is deleted while server-streaming gRPC calls (75 s) pass "
+            "through it: every call OK with its final message",
+            _GRPC_STREAMS,
+            trigger="activator-delete",
+            target_burst_capacity=-1,
+            activator_replicas=2,
+        ),
         Scenario(
             "pod-kill",
             "one of two pods is killed (grace 0) under a steady stream of short requests: "
