@@ -214,3 +214,28 @@ def test_finished_time_never_moves_an_exit_later_and_ignores_other_events() -> N
     assert at_finished_time(future) == future  # yesterday by the clock: keep what was seen
     other = PodEvent("p", "ready", 100.0, wall, "finishedAt 00:46:14")
     assert at_finished_time(other) == other
+
+
+def test_a_long_connection_cut_as_its_activator_exits_is_the_activators() -> None:
+    """kind, 1.23.0, activator-delete-websocket (2026-12-08): the sessions through the
+    deleted activator ended without a close frame as it exited (its 45 s drain, then
+    Shutdown, which leaves hijacked connections to die with the process); the ones through
+    the other activator ended as planned. Signed `unknown` before the timeline named it;
+    the same cut under the short-grace twin is an activator SIGKILLed at its grace's end."""
+    import collections
+
+    for config, hint in (("default", "activator_exited"), ("activator-short-grace", None)):
+        entry = evidence_reports.case(
+            "2026-12-08-kind-1.23/kind-activator-websocket/drain-report.json",
+            "activator-delete-websocket",
+            config,
+            "go-shutdown",
+        )
+        events = sorted(evidence_reports.events(entry), key=lambda e: e.mono)
+        judged = [verdict.diagnose(r, events) for r in evidence_reports.records(entry)]
+        cut = [j for j in judged if j.cls != "ok"]
+        assert len(cut) in (10, 11) and {j.signature for j in cut} == {"activator"}
+        assert {j.event.name for j in cut} == {"activator exited"}
+        if hint:
+            assert {j.hint for j in cut} == {verdict.HINTS[hint]}
+        assert collections.Counter(j.cls for j in judged)["ok"] >= 9

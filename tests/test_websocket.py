@@ -207,6 +207,22 @@ def test_server_that_never_closes_is_a_timeout_at_the_hold() -> None:
         assert verdict.judge(rec).hint == verdict.HINTS["ws_timeout"]
 
 
+def test_a_planned_client_close_is_ok_when_the_server_answers_it() -> None:
+    """activator-delete-websocket: the app is not terminating, so the client ends each
+    session at its hold; ok when every message was echoed and the close answered 1000.
+    A server that swallows a message is still caught (its echo never came)."""
+    with WebsocketServer("echo") as srv:
+        sessions = [Sessions("s", 2, interval_s=0.2, hold_s=1.0, client_closes=True)]
+        records = run_ws_schedule_sync(srv.url, sessions, deadline_s=30).records
+    for rec in records:
+        assert rec.error is None and rec.close_code == 1000, (rec.error, rec.error_detail)
+        assert rec.messages_sent >= 4 and rec.messages_answered == rec.messages_sent
+    with WebsocketServer("swallow") as srv:
+        sessions = [Sessions("s", 2, interval_s=0.2, hold_s=1.0, client_closes=True)]
+        records = run_ws_schedule_sync(srv.url, sessions, deadline_s=30).records
+    assert {r.error for r in records} <= {"timeout", "ws_unanswered"}, records
+
+
 def test_nothing_listening_is_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,6 +31,9 @@ class BatchSpec:
     sleep_s: float  # how long the app holds each request (stream: its length; websocket: hold)
     kind: str = "http"
     interval_s: float = 1.0  # stream: between lines; websocket: between messages
+    # websocket: the client ends each session at sleep_s as planned (the app is not the one
+    # terminating); else the app must close it first
+    client_closes: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_KINDS:
@@ -485,8 +488,20 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "activator-delete-websocket",
             "an activator pod is deleted while websocket sessions pass through it: every "
-            "message answered, every session closed by the client at its end (150 s)",
-            _WEBSOCKETS,
+            "message answered until the client closes each session at 90 s (inside the "
+            "revision's 120 s timeout, which ends a longer one), answered 1000",
+            {
+                "quick": ScenarioPlan(
+                    (BatchSpec("sessions", 20, 0.0, 90, kind="websocket", client_closes=True),),
+                    trigger_at_s=2,
+                    timeout_seconds=120,
+                ),
+                "seed": ScenarioPlan(
+                    (BatchSpec("sessions", 200, 0.0, 500, kind="websocket", client_closes=True),),
+                    trigger_at_s=10,
+                    timeout_seconds=600,
+                ),
+            },
             trigger="activator-delete",
             target_burst_capacity=-1,
             activator_replicas=2,

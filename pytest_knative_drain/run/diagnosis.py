@@ -84,6 +84,10 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
         if held is not None:
             return Judgement(j.cls, "queue-proxy", HINTS["qp_held"], held)
     if long_cut and j.signature == "unknown":
+        activator = _activator_left(record, events)
+        if activator is not None:  # killed at its grace's end, or exited on its own
+            how = "activator" if "SIGKILL" in activator.detail else "activator_exited"
+            return Judgement(j.cls, "activator", HINTS[how], activator)
         held = _queue_proxy_held_after_app(record, events)
         if held is not None:
             return Judgement(j.cls, "queue-proxy", HINTS["qp_held"], held)
@@ -92,6 +96,26 @@ def diagnose(record: RequestRecord, events: Sequence[Any] = ()) -> Judgement:
             hint = HINTS[_APP_CUT.get(record.kind, "app_cut_stream")]
             return Judgement(j.cls, "queue-proxy", hint, app_exit)
     return j
+
+
+def _activator_left(record: RequestRecord, events: Sequence[Any]) -> Any:
+    """An activator's exit around a cut no revision container explains (activator triggers:
+    the pod that ends is an activator; its exit is stamped at finishedAt, whole seconds)."""
+    end = record.finished_mono
+    if end is None or any(
+        e.name in ("queue-proxy exited", "user-container exited")
+        and -_BEFORE_S <= e.mono - end <= _AFTER_S
+        for e in events
+    ):
+        return None
+    near = [
+        e
+        for e in events
+        if e.name == "activator exited"
+        and e.mono + stamp_slack_s(e) >= end - _BEFORE_S
+        and e.mono <= end + _AFTER_S
+    ]
+    return near[0] if near else None
 
 
 def _queue_proxy_held_after_app(record: RequestRecord, events: Sequence[Any]) -> Any:

@@ -158,6 +158,11 @@ HINTS = {
         "cuts them while the app still serves them (knative/serving#15759, fixed by #16362 "
         "in 1.22.0)"
     ),
+    "activator_exited": (
+        "the activator proxying this long-lived connection exited (its pod deleted: a 45 s "
+        "drain, then Shutdown) and cut it: http.Server.Shutdown neither waits for nor closes "
+        "hijacked connections (websockets, h2c), so they end with the process"
+    ),
     "qp_exited_h2c": (
         "queue-proxy ended with gRPC calls in flight: its h2c connections are hijacked from "
         "http.Server, whose Shutdown neither waits for nor closes them, so it exits at the end "

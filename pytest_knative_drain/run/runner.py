@@ -351,7 +351,9 @@ def _load(
         if any(b.kind != "websocket" for b in specs):
             raise ValueError("a scenario plan mixes websocket sessions with HTTP batches")
         sessions = [
-            ws_load.Sessions(b.name, b.requests, b.at_s, "/ws", b.interval_s, hold_s=b.sleep_s)
+            ws_load.Sessions(
+                b.name, b.requests, b.at_s, "/ws", b.interval_s, b.sleep_s, b.client_closes
+            )
             for b in specs
         ]
         return ws_load.run_ws_schedule_sync(
