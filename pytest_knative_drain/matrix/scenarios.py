@@ -385,11 +385,6 @@ SCENARIOS: dict[str, Scenario] = {
             },
             trigger="container-restart",
             liveness_probe=True,
-            only_on=("local", "kind"),
-            only_on_why=(
-                "not run on an existing cluster yet (the app must serve the fixture apps' "
-                "GET /fail-liveness there)"
-            ),
         ),
         Scenario(
             "deletion-timeliness",
