@@ -306,7 +306,10 @@ def test_cluster_only_cases_are_skipped_on_local_with_the_reason(pytester: pytes
     result = pytester.runpytest(
         str(ROOT / "conformance"), "--platform=local", "-rs", "-k", "rollout or activator_in_path"
     )
-    result.assert_outcomes(skipped=len(APPS) * 3)
+    from pytest_knative_drain.matrix.configs import CONFIGS
+
+    # rollout-long, and every scenario run with the activator in the path, for every app
+    result.assert_outcomes(skipped=len(APPS) * (1 + len(CONFIGS["activator-in-path"].scenarios)))
     result.stdout.fnmatch_lines(
         [
             "*pod-delete-long: Knative config activator-in-path needs --platform=kind or "
