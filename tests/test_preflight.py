@@ -129,7 +129,7 @@ def test_an_image_is_judged_on_what_it_serves(pytester, images):
         "--knative-version=1.14",
         f"--app-image={ref}",
         "-k",
-        "(pod-delete-short and not internal-tls) or streaming-long",
+        "(pod-delete-short or streaming-long) and not internal-tls and not activator",
         "-rs",
         "--drain-report=run.json",
         timeout=600,
