@@ -205,21 +205,23 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         ),
     ),
     KnownFailure(
-        id="activator-cuts-websockets-at-drain",
+        id="activator-cuts-hijacked-connections-at-drain",
         title=(
-            "an activator pod that is deleted cuts every websocket session it proxies when "
-            "it exits (its 45 s drain, then Shutdown): http.Server.Shutdown neither waits for "
-            "nor closes hijacked connections, so they end with the process (1006), though "
-            "the app and its pod serve on"
+            "an activator pod that is deleted cuts every websocket session and gRPC (h2c) "
+            "call it proxies when it exits (its 45 s drain, then Shutdown): both ride "
+            "connections hijacked from http.Server, whose Shutdown neither waits for nor "
+            "closes them (and the h2c handler's http2.Server sends no GOAWAY), so they end "
+            "with the process, though the app and its pod serve on"
         ),
-        scenarios=("activator-delete-websocket",),
+        scenarios=("activator-delete-websocket", "activator-delete-grpc-stream"),
         configs=("default",),
         # cmd/activator/main.go, the same at knative-v1.14.0 and v1.23.0: readiness fails,
         # time.Sleep(DefaultDrainTimeout = 45 s), Shutdown(context.Background()) of servers
-        # built by pkgnet.NewServer, then main returns; no hijack tracker (#16362 is
-        # queue-proxy's only). Measured on 1.23.0. #4654 (closed, 2019) asked the activator
-        # to drain and was closed on Shutdown being enough. Written up with the
-        # reproduction in evidence/2026-12-08-kind-1.23/README.md.
+        # built by pkgnet.NewServer (h2c.NewHandler around an http2.Server never passed to
+        # ConfigureServer), then main returns; no hijack tracker (#16362 is queue-proxy's
+        # only). Measured on 1.23.0. #4654 (closed, 2019) asked the activator to drain and
+        # was closed on Shutdown being enough. Written up with the reproduction in
+        # evidence/2026-12-08-kind-1.23/README.md.
         affected=(("1.14.0", "1.23"),),
         fixed_in=(),
         issues=(
@@ -229,36 +231,10 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         fix="none yet",
         signature="activator",
         evidence=(
-            "kind, 1.23.0 behind Kourier (2026-12-08): 20 websocket sessions through 2 "
-            "activators, one deleted at 2 s: the 11 sessions on it cut without a close frame "
-            "at delete+55 s, its exit; the 9 on the other ended as planned at 90 s"
-        ),
-    ),
-    KnownFailure(
-        id="activator-cuts-grpc-at-drain",
-        title=(
-            "an activator pod that is deleted cuts every gRPC call (h2c) it proxies when it "
-            "exits (its 45 s drain, then Shutdown): its h2c connections are hijacked from "
-            "http.Server, whose Shutdown neither waits for nor closes them"
-        ),
-        scenarios=("activator-delete-grpc-stream",),
-        configs=("default",),
-        # the h2c handler hijacks the connection and serves it with an http2.Server never
-        # passed to ConfigureServer: no GOAWAY on Shutdown, nothing waits (x/net v0.24.0 at
-        # 1.14.0, v0.57.0 at 1.23.0). Read at both tags; measured on 1.23.0.
-        affected=(("1.14.0", "1.23"),),
-        fixed_in=(),
-        issues=(
-            "none yet: evidence/2026-12-08-kind-1.23/README.md",
-            "related: knative/serving#4654 (closed)",
-        ),
-        fix="none yet",
-        signature="activator",
-        evidence=(
-            "kind, 1.23.0 behind Kourier (2026-12-08): 20 server-streaming calls of 75 s "
-            "through 2 activators, one deleted at 2 s: the 10 calls on it reset "
-            "(RST_STREAM NO_ERROR after 53-57 messages) at delete+55 s, its exit; the other "
-            "10 ended OK with their final message"
+            "kind, 1.23.0 behind Kourier (2026-12-08), 2 activators, one deleted at 2 s: of "
+            "20 websocket sessions the 11 on it cut without a close frame at delete+55 s, its "
+            "exit, the 9 on the other ended as planned at 90 s; of 20 server-streaming calls "
+            "of 75 s the 10 on it reset (RST_STREAM NO_ERROR) then, the other 10 OK"
         ),
     ),
     KnownFailure(
