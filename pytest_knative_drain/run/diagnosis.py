@@ -108,14 +108,7 @@ def _activator_left(record: RequestRecord, events: Sequence[Any]) -> Any:
         for e in events
     ):
         return None
-    near = [
-        e
-        for e in events
-        if e.name == "activator exited"
-        and e.mono + stamp_slack_s(e) >= end - _BEFORE_S
-        and e.mono <= end + _AFTER_S
-    ]
-    return near[0] if near else None
+    return _exit_around(record, events, "activator exited")
 
 
 def _queue_proxy_held_after_app(record: RequestRecord, events: Sequence[Any]) -> Any:
@@ -162,13 +155,18 @@ def _queue_proxy_killed_holding(record: RequestRecord, events: Sequence[Any]) ->
 
 def _app_left_just_before(record: RequestRecord, events: Sequence[Any]) -> Any:
     """The user container's exit (on its own or SIGKILLed) right around the cut."""
+    return _exit_around(record, events, "user-container exited")
+
+
+def _exit_around(record: RequestRecord, events: Sequence[Any], name: str) -> Any:
+    """The first ``name`` exit event around the end of ``record``, or None."""
     end = record.finished_mono
     if end is None:
         return None
     near = [
         e
         for e in events
-        if e.name == "user-container exited"
+        if e.name == name
         # a cluster exit's whole-second stamp may be up to 1 s early: one cut 1.63 s after
         # the app's finishedAt second began went unattributed while its rerun, 1.41 s
         # after, was put down to the app (kind, 1.23.0, websocket-long-go-exit, 2026-12-04)
